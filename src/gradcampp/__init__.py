@@ -1,0 +1,11 @@
+"""Grad-CAM++ and Grad-CAM explanations for PyTorch models.
+
+>>> from gradcampp import GradCAMPP
+>>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
+"""
+
+from gradcampp.explainers import GradCAM, GradCAMPP
+from gradcampp.targets import Classes, TopK
+
+__all__ = ["Classes", "GradCAM", "GradCAMPP", "TopK", "__version__"]
+__version__ = "0.1.0"

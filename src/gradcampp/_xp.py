@@ -1,0 +1,33 @@
+"""The array namespace that the framework-neutral maths runs in.
+
+``formulas`` and ``resize`` are written against the Python array API standard. This module hands
+them the namespace that matches their input, so that the same lines run on NumPy arrays, PyTorch
+tensors (through ``array_api_compat``) and TensorFlow tensors, on the input's own device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+
+def namespace(*arrays: Any) -> Any:
+    """Return the array-API namespace of ``arrays`` (NumPy, PyTorch or TensorFlow)."""
+    if any(type(a).__module__.startswith("tensorflow") for a in arrays):
+        from gradcampp.backends import tf_namespace
+
+        return tf_namespace
+    return array_api_compat.array_namespace(*arrays)
+
+
+def constant_like(value: np.ndarray, like: Any, xp: Any, dtype: Any = None) -> Any:
+    """Return the NumPy array ``value`` in namespace ``xp``, on the device of ``like``.
+
+    The dtype is ``dtype`` if given, else that of ``like``.
+    """
+    dtype = like.dtype if dtype is None else dtype
+    if hasattr(xp, "constant_like"):
+        return xp.constant_like(value, like, dtype)
+    return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))

@@ -1,0 +1,16 @@
+"""Framework backends: each finds a layer, runs the model once and returns A and dY/dA."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def backend_for(model: Any, conv_layer: Any = None) -> Any:
+    """The backend that serves ``model`` (a ``torch.nn.Module``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from gradcampp.backends.torch_backend import TorchBackend
+
+        return TorchBackend(model, conv_layer)
+    raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

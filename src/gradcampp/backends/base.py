@@ -1,0 +1,29 @@
+"""What every backend hands to the explainers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated inputs in the backend's framework.
+
+    Attributes:
+        x: the inputs, ready for the model, ``(N, ...)``.
+        spatial: the spatial shape ``S`` of one input, which maps are resized to.
+        finish: turns maps ``(N, [T,] *S)`` (float32, the backend's framework) into what the caller
+            gets back (same framework and device as the inputs, NumPy for NumPy inputs).
+    """
+
+    x: Any
+    spatial: tuple[int, ...]
+    finish: Callable[[Any], Any]
+
+
+def describe(value: Any) -> str:
+    """A short description of ``value`` for error messages: its type, and shape if it has one."""
+    shape = getattr(value, "shape", None)
+    return type(value).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")

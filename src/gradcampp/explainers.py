@@ -1,0 +1,135 @@
+"""The public explainers: ``GradCAM`` and ``GradCAMPP``.
+
+Each call runs ``backend.capture -> formulas -> resize`` on chunks of ``batch_size`` inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradcampp._xp import namespace
+from gradcampp.backends import backend_for
+from gradcampp.formulas import (
+    VARIANTS,
+    Variant,
+    class_activation_map,
+    gradcam_weights,
+    gradcampp_weights,
+)
+from gradcampp.resize import resize
+from gradcampp.targets import parse_targets
+
+
+class GradCAM:
+    """Grad-CAM (Selvaraju et al., ICCV 2017): ``relu(sum_k mean_ij(dY^c/dA_ij^k) A^k)``.
+
+    Args:
+        model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs (1, 2 or 3 spatial dimensions).
+        conv_layer: the explained layer: ``None`` for the last module whose output still has
+            spatial extent (found by probing one forward pass), a name from
+            ``model.named_modules()``, or the module itself.
+        batch_size: inputs are processed in chunks of this many samples; the result does not
+            depend on it.
+        variant: ``"paper"`` (default): maps upsampled with the exact bicubic kernel and clipped
+            at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
+            clipped, as xplique 2.0.2 does (small negative values occur).
+
+    Example:
+        >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
+    """
+
+    _variants: tuple[str, ...] = ("paper", "xplique")
+
+    def __init__(
+        self,
+        model: Any,
+        conv_layer: Any = None,
+        batch_size: int = 32,
+        variant: Variant = "paper",
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if variant not in self._variants:
+            raise ValueError(f"variant must be one of {self._variants}, got {variant!r}")
+        self.model = model
+        self.batch_size = batch_size
+        self.variant = variant
+        self.backend = backend_for(model, conv_layer)
+
+    def _weights(self, acts: Any, grads: Any) -> Any:
+        return gradcam_weights(grads)
+
+    def explain(self, inputs: Any, targets: Any = None, *, upsample: bool = True) -> Any:
+        """Explain ``targets`` for ``inputs``.
+
+        Args:
+            inputs: ``(N, C, *S)`` tensor or NumPy array, ``S`` of rank 1, 2 or 3. Moved to the
+                model's device and dtype for the forward pass.
+            targets: what to explain (see ``gradcampp.targets``): ``None`` (predicted class), an
+                ``int``, class indices ``(N,)``, one-hot float rows ``(N, n_classes)``, a callable
+                ``outputs -> (N,)`` scores, ``TopK(k)`` or ``Classes(indices)``.
+            upsample: resize the maps to the inputs' spatial size ``S`` (bicubic); ``False`` returns
+                them at the layer's resolution.
+
+        Returns:
+            float32 maps ``(N, *S)``, or ``(N, T, *S)`` for ``TopK``/``Classes`` targets, in the
+            framework and on the device of ``inputs`` (NumPy for NumPy inputs). Never NaN or Inf;
+            never negative except under ``variant="xplique"``.
+
+        Raises:
+            ValueError, TypeError: for inputs, targets or a layer that do not fit (the message
+                says what was expected and what was given).
+        """
+        batch = self.backend.prepare(inputs)
+        n = batch.x.shape[0]
+        plan = parse_targets(targets, n)
+        chunks = []
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            acts, grads = self.backend.capture(batch.x[start:stop], plan, start, stop)
+            maps = class_activation_map(acts, self._weights(acts, grads))
+            if upsample:
+                maps = resize(maps, batch.spatial, kernel_table=self.variant == "xplique")
+                if self.variant != "xplique":
+                    maps = namespace(maps).maximum(maps, 0.0)
+            chunks.append(maps)
+        xp = namespace(chunks[0])
+        maps = xp.concat(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+        if not bool(xp.all(xp.isfinite(maps))):
+            raise ValueError(
+                "the explanation is not finite: the model's gradients overflow "
+                "(run the model in float32)"
+            )
+        return batch.finish(maps if plan.multi else maps[:, 0, ...])
+
+    __call__ = explain
+
+
+class GradCAMPP(GradCAM):
+    """Grad-CAM++ (Chattopadhyay et al., WACV 2018, Eq. 19).
+
+    ``alpha_ij^k = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab^k) g_ij^3)``, ``w_k = sum_ij alpha_ij^k relu(g_ij)``,
+    map ``relu(sum_k w_k A^k)`` upsampled bicubically, with ``g = dS^c/dA`` the gradient of the raw
+    class score (the paper's ``exp(S^c)`` factor is a positive per-sample constant, left out).
+
+    Args:
+        model: as for ``GradCAM``.
+        conv_layer: as for ``GradCAM``.
+        batch_size: as for ``GradCAM``.
+        variant:
+            - ``"paper"`` (default): Eq. 19 exactly; where its denominator is exactly zero, alpha
+              is zero (a guard, no epsilon); exact bicubic upsampling, clipped at zero.
+            - ``"xplique"``: xplique 2.0.2's formula: means instead of both sums, ``1e-4`` added
+              to denominators that are exactly zero; TensorFlow's tabulated bicubic weights, not
+              clipped.
+            - ``"authors"``: the paper authors' code: alpha divided per channel by its sum over
+              the pixels with a positive gradient; upsampled as ``"paper"``.
+
+    Example:
+        >>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
+    """
+
+    _variants = VARIANTS
+
+    def _weights(self, acts: Any, grads: Any) -> Any:
+        return gradcampp_weights(acts, grads, self.variant)

@@ -1,0 +1,121 @@
+"""Channel weights and class activation maps, as pure functions on arrays.
+
+Every function here takes arrays from any array-API namespace (NumPy, PyTorch, TensorFlow) and
+returns arrays of the same namespace, on the same device. Nothing here knows about models.
+
+Shapes used throughout:
+
+- ``acts``: activations ``A`` of the explained layer, ``(N, K, *S)``: ``N`` samples, ``K`` channels,
+  spatial shape ``S`` of rank 1, 2 or 3.
+- ``grads``: gradients ``g = dY^c / dA`` of ``T`` class scores, ``(N, T, K, *S)``.
+- ``weights``: channel weights ``w_k^c``, ``(N, T, K)``.
+- maps: ``(N, T, *S)``.
+
+The Grad-CAM++ weights of Chattopadhyay et al. (WACV 2018, arXiv 1710.11063, Eq. 19) are
+
+    alpha_ij^k = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab^k) g_ij^3),    w_k = sum_ij alpha_ij^k relu(g_ij),
+
+where ``g`` is the gradient of the raw class score ``S^c``: the paper passes the score through
+``exp`` so that its second and third derivatives become powers of ``g`` for piecewise-linear
+heads, and the factor ``exp(S^c)`` that this puts on every weight is a positive per-sample constant
+which we leave out (it overflows float32 once ``S^c > 88``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from gradcampp._xp import namespace
+
+Variant = Literal["paper", "xplique", "authors"]
+VARIANTS: tuple[str, ...] = ("paper", "xplique", "authors")
+
+#: The constant that xplique 2.0.2 adds to a Grad-CAM++ denominator that is exactly zero.
+XPLIQUE_EPSILON = 1e-4
+
+
+def _spatial_axes(array: Any, first: int) -> tuple[int, ...]:
+    return tuple(range(first, array.ndim))
+
+
+def gradcam_weights(grads: Any) -> Any:
+    """Grad-CAM channel weights (Selvaraju et al. 2017, Eq. 1): ``w_k = mean_ij g_ij^k``.
+
+    Args:
+        grads: gradients ``(N, T, K, *S)``.
+
+    Returns:
+        weights ``(N, T, K)``.
+    """
+    xp = namespace(grads)
+    return xp.mean(grads, axis=_spatial_axes(grads, 3))
+
+
+def gradcampp_weights(acts: Any, grads: Any, variant: Variant = "paper") -> Any:
+    """Grad-CAM++ channel weights.
+
+    ``variant="paper"`` (Eq. 19): for ``g > 0`` the product ``alpha relu(g)`` simplifies to
+    ``g / (2 + s_k g)`` with ``s_k = sum_ab A_ab^k``, so
+
+        w_k = sum_{ij: g_ij > 0, 2 + s_k g_ij != 0} g_ij / (2 + s_k g_ij).
+
+    The terms whose Eq. 19 denominator ``g^2 (2 + s_k g)`` is exactly zero get ``alpha = 0`` (a
+    guard, no epsilon). Evaluating the simplified quotient keeps the result exact when ``g^2`` or
+    ``g^3`` would underflow float32, as they do for the gradients of trained networks.
+
+    ``variant="xplique"`` reproduces xplique 2.0.2: means instead of both sums,
+
+        D = 2 g^2 + g^3 mean_ab A_ab^k,  D <- D + 1e-4 where D == 0,
+        w_k = mean_ij (g^2 / D) relu(g).
+
+    ``variant="authors"`` follows the paper authors' published code: alpha as in Eq. 19 (zero
+    where its denominator is zero), then divided per channel by its sum over the pixels where
+    ``g > 0`` (channels with no such pixel keep alpha unchanged): ``w_k = sum_ij alpha'_ij relu(g_ij)``.
+
+    Args:
+        acts: activations ``(N, K, *S)``.
+        grads: gradients ``(N, T, K, *S)``.
+        variant: ``"paper"``, ``"xplique"`` or ``"authors"``.
+
+    Returns:
+        weights ``(N, T, K)``, with the dtype of ``grads``.
+
+    Raises:
+        ValueError: for an unknown ``variant``.
+    """
+    xp = namespace(acts, grads)
+    axes = _spatial_axes(grads, 3)
+    a = acts[:, None, ...]
+    if variant == "xplique":
+        g2 = grads * grads
+        denom = 2.0 * g2 + g2 * grads * xp.mean(a, axis=axes, keepdims=True)
+        denom = denom + xp.astype(denom == 0, denom.dtype) * XPLIQUE_EPSILON
+        return xp.mean(g2 / denom * xp.maximum(grads, 0.0), axis=axes)
+    if variant not in ("paper", "authors"):
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    denom = 2.0 + xp.sum(a, axis=axes, keepdims=True) * grads
+    defined = (grads != 0) & (denom != 0)
+    alpha = xp.where(defined, 1.0 / xp.where(defined, denom, 1.0), 0.0)
+    positive = grads > 0
+    if variant == "authors":
+        norm = xp.sum(xp.where(positive, alpha, 0.0), axis=axes, keepdims=True)
+        alpha = alpha / xp.where(norm != 0, norm, 1.0)
+    return xp.sum(xp.where(positive, alpha * grads, 0.0), axis=axes)
+
+
+def class_activation_map(acts: Any, weights: Any, relu: bool = True) -> Any:
+    """Weighted sum of the feature maps: ``phi = relu(sum_k w_k A^k)``.
+
+    Args:
+        acts: activations ``(N, K, *S)``.
+        weights: channel weights ``(N, T, K)``.
+        relu: clip negative values to zero, as Grad-CAM and Grad-CAM++ do.
+
+    Returns:
+        maps ``(N, T, *S)``.
+    """
+    xp = namespace(acts, weights)
+    n, k, *spatial = acts.shape
+    flat = xp.reshape(acts, (n, k, -1))
+    maps = xp.reshape(xp.matmul(weights, flat), (n, weights.shape[1], *spatial))
+    return xp.maximum(maps, 0.0) if relu else maps

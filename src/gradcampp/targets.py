@@ -1,0 +1,193 @@
+"""Which score to explain: turning a user's ``targets`` into one scalar score per sample.
+
+``explain(inputs, targets)`` accepts:
+
+- ``None``: the predicted class (argmax of the model's ``(N, K)`` output);
+- an ``int``: that class for every sample;
+- integer class indices ``(N,)``;
+- float weights ``(N, K)``, the score being ``sum_c output_c * weight_c`` (one-hot rows);
+- a callable ``outputs -> (N,)`` returning the score of each sample (for segmentation, detection or
+  multi-output models);
+- ``TopK(k)``: the ``k`` highest-scoring classes of each sample;
+- ``Classes(indices)``: several given classes per sample, ``(N, T)`` (or ``(T,)`` for all).
+
+The last two explain ``T`` scores per sample from one forward pass and return maps
+``(N, T, *spatial)``; the others return ``(N, *spatial)``. A 2-D integer array is refused: it could
+be one-hot rows or several classes per sample, so the caller says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcampp._xp import constant_like, namespace
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Explain the ``k`` highest-scoring classes of each sample, best first: maps ``(N, k, *S)``."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int | np.integer) or self.k < 1:
+            raise ValueError(f"TopK needs a positive integer k, got {self.k!r}")
+
+
+@dataclass(frozen=True)
+class Classes:
+    """Explain several given classes per sample: ``indices`` ``(N, T)`` or ``(T,)`` for all samples.
+
+    Maps come back as ``(N, T, *S)``, in the order of ``indices``.
+    """
+
+    indices: Any
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensors, wherever they live
+        value = value.detach().cpu()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def _class_indices(value: Any, what: str) -> np.ndarray:
+    array = _to_numpy(value)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{what} must hold integer class indices, got dtype {array.dtype}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{what} must be non-negative class indices, got {int(array.min())}")
+    return array.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """A parsed ``targets`` argument for ``n`` samples.
+
+    Exactly one of ``indices`` ``(n, T)``, ``weights`` ``(n, K)``, ``top_k`` or ``score_fn`` is set
+    (``indices``, ``weights`` and ``score_fn`` all ``None`` with ``top_k = 1`` means "predicted class").
+    """
+
+    n: int
+    multi: bool
+    indices: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    top_k: int | None = None
+    score_fn: Callable[[Any], Any] | None = None
+
+    @property
+    def n_targets(self) -> int:
+        """Scores explained per sample (``T``)."""
+        if self.indices is not None:
+            return self.indices.shape[1]
+        return self.top_k or 1
+
+    def check_outputs(self, outputs: Any) -> None:
+        """Check that class-based targets fit the model's outputs; raise a clear error if not."""
+        if self.score_fn is not None:
+            return
+        shape = tuple(getattr(outputs, "shape", ()))
+        if len(shape) != 2:
+            raise ValueError(
+                "class targets need a model output of shape (N, n_classes), got "
+                f"{type(outputs).__name__} of shape {shape}; pass a callable target "
+                "outputs -> (N,) scores for other outputs"
+            )
+        n_classes = shape[1]
+        if self.indices is not None and self.indices.size and self.indices.max() >= n_classes:
+            raise ValueError(
+                f"class index {int(self.indices.max())} is out of range for a model with "
+                f"{n_classes} outputs"
+            )
+        if self.weights is not None and self.weights.shape[1] != n_classes:
+            raise ValueError(
+                f"target weights must have one column per model output ({n_classes}), "
+                f"got shape {self.weights.shape}"
+            )
+        if self.top_k is not None and self.top_k > n_classes:
+            raise ValueError(f"TopK({self.top_k}) asks for more classes than the {n_classes} outputs")
+
+    def scores(self, outputs: Any, start: int, stop: int) -> Any:
+        """The scores of samples ``start:stop``, ``(stop - start, T)``, differentiable in ``outputs``."""
+        if self.score_fn is not None:
+            return _callable_scores(self.score_fn, outputs, stop - start)
+        xp = namespace(outputs)
+        if self.weights is not None:
+            weights = constant_like(self.weights[start:stop], outputs, xp)
+            return xp.sum(outputs * weights, axis=1, keepdims=True)
+        if self.indices is not None:
+            chosen = constant_like(self.indices[start:stop], outputs, xp, xp.int64)
+        else:
+            order = xp.argsort(outputs, axis=1, descending=True, stable=True)
+            chosen = order[:, : self.top_k]
+        return xp.take_along_axis(outputs, chosen, axis=1)
+
+
+def _callable_scores(score_fn: Callable[[Any], Any], outputs: Any, n: int) -> Any:
+    scores = score_fn(outputs)
+    shape = tuple(getattr(scores, "shape", ()))
+    if shape != (n,):
+        raise ValueError(
+            f"a target callable must return one score per sample, shape ({n},); got "
+            f"{type(scores).__name__} of shape {shape}"
+        )
+    return scores[:, None]
+
+
+def parse_targets(targets: Any, n: int) -> TargetPlan:
+    """Validate ``targets`` for ``n`` samples (see the module docstring for the accepted forms)."""
+    if targets is None:
+        return TargetPlan(n, multi=False, top_k=1)
+    if isinstance(targets, TopK):
+        return TargetPlan(n, multi=True, top_k=int(targets.k))
+    if callable(targets):
+        return TargetPlan(n, multi=False, score_fn=targets)
+    if isinstance(targets, Classes):
+        indices = _class_indices(targets.indices, "Classes(indices)")
+        if indices.ndim == 1:
+            indices = np.broadcast_to(indices, (n, indices.size))
+        if indices.ndim != 2 or indices.shape[0] != n or indices.shape[1] == 0:
+            raise ValueError(
+                f"Classes(indices) must have shape ({n}, T) or (T,) with T >= 1, "
+                f"got {_to_numpy(targets.indices).shape}"
+            )
+        return TargetPlan(n, multi=True, indices=indices)
+    if isinstance(targets, bool):
+        raise TypeError("targets must be a class index, not a bool")
+    if isinstance(targets, int | np.integer):
+        indices = _class_indices(np.full((n, 1), int(targets)), "targets")
+        return TargetPlan(n, multi=False, indices=indices)
+    array = _to_numpy(targets)
+    if array.ndim == 1:
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(
+                "1-D targets must be integer class indices, got dtype "
+                f"{array.dtype}; pass one-hot rows as a 2-D (N, n_classes) float array"
+            )
+        _check_length(array, n)
+        return TargetPlan(n, multi=False, indices=_class_indices(array, "targets")[:, None])
+    if array.ndim == 2:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(
+                f"2-D targets must be float weights (one-hot rows), got dtype {array.dtype}; "
+                "use array.astype(float) for one-hot rows, or Classes(indices) for several "
+                "class indices per sample"
+            )
+        _check_length(array, n)
+        if not np.isfinite(array).all():
+            raise ValueError("target weights must be finite, got NaN or Inf")
+        return TargetPlan(n, multi=False, weights=array)
+    raise ValueError(
+        "targets must be None, an int, class indices (N,), one-hot rows (N, n_classes), a "
+        f"callable, TopK(k) or Classes(indices); got an array of shape {array.shape}"
+    )
+
+
+def _check_length(array: np.ndarray, n: int) -> None:
+    if array.shape[0] != n:
+        raise ValueError(f"targets must have one entry per input ({n}), got {array.shape[0]}")
