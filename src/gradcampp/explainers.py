@@ -33,6 +33,8 @@ class GradCAM:
         variant: ``"paper"`` (default): maps upsampled with the exact bicubic kernel and clipped
             at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
             clipped, as xplique 2.0.2 does (small negative values occur).
+        output_layer: where the explained score is read: ``None`` for the model's output, or a
+            layer (name or module) whose output replaces it, e.g. the logits before a softmax.
 
     Example:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
@@ -43,9 +45,11 @@ class GradCAM:
     def __init__(
         self,
         model: Any,
+        *,
         conv_layer: Any = None,
         batch_size: int = 32,
         variant: Variant = "paper",
+        output_layer: Any = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -54,7 +58,7 @@ class GradCAM:
         self.model = model
         self.batch_size = batch_size
         self.variant = variant
-        self.backend = backend_for(model, conv_layer)
+        self.backend = backend_for(model, conv_layer, output_layer)
 
     def _weights(self, acts: Any, grads: Any) -> Any:
         return gradcam_weights(grads)
@@ -108,14 +112,13 @@ class GradCAM:
 class GradCAMPP(GradCAM):
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, Eq. 19).
 
-    ``alpha_ij^k = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab^k) g_ij^3)``, ``w_k = sum_ij alpha_ij^k relu(g_ij)``,
-    map ``relu(sum_k w_k A^k)`` upsampled bicubically, with ``g = dS^c/dA`` the gradient of the raw
-    class score (the paper's ``exp(S^c)`` factor is a positive per-sample constant, left out).
+    ``alpha_ij^k = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab^k) g_ij^3)``,
+    ``w_k = sum_ij alpha_ij^k relu(g_ij)``, map ``relu(sum_k w_k A^k)`` upsampled bicubically,
+    with ``g = dS^c/dA`` the gradient of the raw class score (the paper's ``exp(S^c)`` factor is
+    a positive per-sample constant, left out).
 
     Args:
-        model: as for ``GradCAM``.
-        conv_layer: as for ``GradCAM``.
-        batch_size: as for ``GradCAM``.
+        model, conv_layer, batch_size, output_layer: as for ``GradCAM``.
         variant:
             - ``"paper"`` (default): Eq. 19 exactly; where its denominator is exactly zero, alpha
               is zero (a guard, no epsilon); exact bicubic upsampling, clipped at zero.

@@ -13,7 +13,8 @@ Shapes used throughout:
 
 The Grad-CAM++ weights of Chattopadhyay et al. (WACV 2018, arXiv 1710.11063, Eq. 19) are
 
-    alpha_ij^k = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab^k) g_ij^3),    w_k = sum_ij alpha_ij^k relu(g_ij),
+    alpha_ij^k = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab^k) g_ij^3),
+    w_k = sum_ij alpha_ij^k relu(g_ij),
 
 where ``g`` is the gradient of the raw class score ``S^c``: the paper passes the score through
 ``exp`` so that its second and third derivatives become powers of ``g`` for piecewise-linear
@@ -70,7 +71,8 @@ def gradcampp_weights(acts: Any, grads: Any, variant: Variant = "paper") -> Any:
 
     ``variant="authors"`` follows the paper authors' published code: alpha as in Eq. 19 (zero
     where its denominator is zero), then divided per channel by its sum over the pixels where
-    ``g > 0`` (channels with no such pixel keep alpha unchanged): ``w_k = sum_ij alpha'_ij relu(g_ij)``.
+    ``g > 0`` (channels with no such pixel keep alpha unchanged):
+    ``w_k = sum_ij alpha'_ij relu(g_ij)``.
 
     Args:
         acts: activations ``(N, K, *S)``.

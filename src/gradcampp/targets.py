@@ -69,8 +69,8 @@ def _class_indices(value: Any, what: str) -> np.ndarray:
 class TargetPlan:
     """A parsed ``targets`` argument for ``n`` samples.
 
-    Exactly one of ``indices`` ``(n, T)``, ``weights`` ``(n, K)``, ``top_k`` or ``score_fn`` is set
-    (``indices``, ``weights`` and ``score_fn`` all ``None`` with ``top_k = 1`` means "predicted class").
+    Exactly one of ``indices`` ``(n, T)``, ``weights`` ``(n, K)``, ``top_k`` or ``score_fn`` is
+    set; ``top_k = 1`` alone means "the predicted class".
     """
 
     n: int
@@ -110,10 +110,12 @@ class TargetPlan:
                 f"got shape {self.weights.shape}"
             )
         if self.top_k is not None and self.top_k > n_classes:
-            raise ValueError(f"TopK({self.top_k}) asks for more classes than the {n_classes} outputs")
+            raise ValueError(
+                f"TopK({self.top_k}) asks for more classes than the {n_classes} model outputs"
+            )
 
     def scores(self, outputs: Any, start: int, stop: int) -> Any:
-        """The scores of samples ``start:stop``, ``(stop - start, T)``, differentiable in ``outputs``."""
+        """Scores ``(stop - start, T)`` of samples ``start:stop``, differentiable in ``outputs``."""
         if self.score_fn is not None:
             return _callable_scores(self.score_fn, outputs, stop - start)
         xp = namespace(outputs)

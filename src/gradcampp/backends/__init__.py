@@ -6,11 +6,11 @@ import sys
 from typing import Any
 
 
-def backend_for(model: Any, conv_layer: Any = None) -> Any:
+def backend_for(model: Any, conv_layer: Any = None, output_layer: Any = None) -> Any:
     """The backend that serves ``model`` (a ``torch.nn.Module``)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         from gradcampp.backends.torch_backend import TorchBackend
 
-        return TorchBackend(model, conv_layer)
+        return TorchBackend(model, conv_layer, output_layer)
     raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -48,38 +48,44 @@ class TorchBackend:
         model: the network; it maps a ``(N, C, *S)`` tensor to its outputs.
         conv_layer: ``None`` (the last module whose output has spatial extent, found by probing
             one forward pass), a name from ``model.named_modules()``, or a submodule.
+        output_layer: ``None`` (scores are read from the model's output) or a submodule (name or
+            module) whose output is used instead, e.g. the logits before a final softmax.
     """
 
-    channels_last = False
-
-    def __init__(self, model: torch.nn.Module, conv_layer: str | torch.nn.Module | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        conv_layer: str | torch.nn.Module | None = None,
+        output_layer: str | torch.nn.Module | None = None,
+    ):
         self.model = model
         self._names = {module: name for name, module in model.named_modules()}
-        self._layer: torch.nn.Module | None = self._resolve_layer(conv_layer)
+        self._layer = self._resolve_layer(conv_layer, "conv_layer")
+        self._output_layer = self._resolve_layer(output_layer, "output_layer")
         self._probed: dict[tuple[int, ...], torch.nn.Module] = {}
 
-    def _resolve_layer(self, conv_layer: str | torch.nn.Module | None) -> torch.nn.Module | None:
-        if conv_layer is None:
+    def _resolve_layer(
+        self, layer: str | torch.nn.Module | None, what: str
+    ) -> torch.nn.Module | None:
+        if layer is None:
             return None
-        if isinstance(conv_layer, str):
+        if isinstance(layer, str):
             modules = dict(self.model.named_modules())
-            if conv_layer not in modules or conv_layer == "":
+            if layer not in modules or layer == "":
                 names = [name for name in modules if name]
-                near = difflib.get_close_matches(conv_layer, names, n=5, cutoff=0.3) or names[-5:]
+                near = difflib.get_close_matches(layer, names, n=5, cutoff=0.3) or names[-5:]
                 raise ValueError(
-                    f"the model has no module named {conv_layer!r}; nearest names: "
+                    f"{what}: the model has no module named {layer!r}; nearest names: "
                     + ", ".join(repr(name) for name in near)
                 )
-            return modules[conv_layer]
-        if isinstance(conv_layer, torch.nn.Module):
-            if conv_layer not in self._names:
-                raise ValueError(
-                    f"conv_layer {type(conv_layer).__name__} is not a submodule of the model"
-                )
-            return conv_layer
+            return modules[layer]
+        if isinstance(layer, torch.nn.Module):
+            if layer not in self._names:
+                raise ValueError(f"{what} {type(layer).__name__} is not a submodule of the model")
+            return layer
         raise TypeError(
-            "conv_layer must be None, a module name (str) or a torch.nn.Module, "
-            f"got {type(conv_layer).__name__}"
+            f"{what} must be None, a module name (str) or a torch.nn.Module, "
+            f"got {type(layer).__name__}"
         )
 
     def layer_name(self, x: torch.Tensor) -> str:
@@ -103,8 +109,7 @@ class TorchBackend:
                 array = np.asarray(inputs)
             except Exception as error:
                 raise TypeError(
-                    "inputs must be a torch.Tensor or a NumPy array, got "
-                    f"{type(inputs).__name__}"
+                    f"inputs must be a torch.Tensor or a NumPy array, got {type(inputs).__name__}"
                 ) from error
             if array.dtype == object:
                 raise TypeError(f"inputs must be numeric, got {describe(inputs)}")
@@ -162,7 +167,7 @@ class TorchBackend:
     def capture(
         self, x: torch.Tensor, plan: TargetPlan, start: int, stop: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Activations ``(n, K, *S)`` and gradients ``(n, T, K, *S)`` (float32) for ``x`` ``(n, ...)``.
+        """Activations ``(n, K, *S)`` and gradients ``(n, T, K, *S)``, float32, for ``x``.
 
         ``plan`` gives the ``T`` scores of samples ``start:stop`` from the model's outputs.
         """
@@ -179,18 +184,31 @@ class TorchBackend:
             torch.set_grad_enabled(True)  # record the graph from here on; no_grad() restores it
             return leaf.clone()  # a copy, so that in-place layers after this one leave A intact
 
-        handle = layer.register_forward_hook(hook)
+        read: list[Any] = []
+        handles = [layer.register_forward_hook(hook)]
+        if self._output_layer is not None:
+            handles.append(
+                self._output_layer.register_forward_hook(lambda m, a, out: read.append(out))
+            )
         try:
             with eval_mode(self.model), torch.inference_mode(False):
                 with torch.no_grad():
                     outputs = self.model(x.clone() if x.is_inference() else x)
                 acts = self._check_captured(captured, x)
+                if self._output_layer is not None:
+                    if not read:
+                        raise ValueError(
+                            "the forward pass never reached output_layer "
+                            f"{self._names[self._output_layer]!r}"
+                        )
+                    outputs = read[-1]
                 plan.check_outputs(outputs)
                 with torch.enable_grad():
                     scores = plan.scores(outputs, start, stop)
                     grads = self._gradients(scores, acts)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         return acts.detach().float(), grads
 
     def _check_captured(self, captured: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
