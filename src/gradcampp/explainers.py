@@ -118,7 +118,13 @@ class GradCAMPP(GradCAM):
     a positive per-sample constant, left out).
 
     Args:
-        model, conv_layer, batch_size, output_layer: as for ``GradCAM``.
+        model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs (1, 2 or 3 spatial dimensions).
+        conv_layer: the explained layer: ``None`` for the last module whose output still has
+            spatial extent, a name from ``model.named_modules()``, or the module itself.
+        batch_size: inputs are processed in chunks of this many samples; the result does not
+            depend on it.
+        output_layer: where the explained score is read: ``None`` for the model's output, or a
+            layer (name or module) whose output replaces it, e.g. the logits before a softmax.
         variant:
             - ``"paper"`` (default): Eq. 19 exactly; where its denominator is exactly zero, alpha
               is zero (a guard, no epsilon); exact bicubic upsampling, clipped at zero.
