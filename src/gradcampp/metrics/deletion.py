@@ -223,9 +223,15 @@ def insertion(
     blurred copy of it (higher AUC is better).
 
     Args:
-        model, images, maps, targets, steps, batch_size, apply_softmax: as for ``deletion``.
+        model: a ``torch.nn.Module`` returning ``(N, K)`` scores; left as it was.
+        images: ``(N, C, *S)`` model inputs.
+        maps: ``(N, *S)`` explanation maps.
+        targets: ``None`` (the class predicted on ``images``), an ``int`` or indices ``(N,)``.
+        steps: ``L``, the number of steps (the model runs ``L + 1`` times per image).
         blur_sigma: standard deviation in pixels of the Gaussian blur of the starting image.
         substrate: the starting image instead of the blur: an array broadcastable to the images.
+        batch_size: images per forward pass.
+        apply_softmax: ``False`` when the model already returns probabilities.
 
     Returns:
         ``CausalCurves`` (``fractions (L + 1,)``, ``curves (N, L + 1)``, ``auc (N,)``).

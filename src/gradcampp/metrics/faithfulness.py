@@ -134,7 +134,8 @@ def increase_in_confidence(y: Any, o: Any) -> float:
     """% Increase in Confidence ``= 100 * mean_i 1[O_i > Y_i]`` (higher is better).
 
     Args:
-        y, o: ``(N,)`` probabilities as for ``average_drop``.
+        y: ``(N,)`` probabilities of the explained class on the original images.
+        o: ``(N,)`` probabilities of the same class on the explanation-masked images.
 
     Returns:
         a float in ``[0, 100]``.

@@ -41,7 +41,8 @@ def spearman_correlation(maps_a: Any, maps_b: Any) -> np.ndarray:
     When either map is constant its ranking carries no information and ``rho_i = 0``.
 
     Args:
-        maps_a, maps_b: ``(N, *S)`` maps of one shape.
+        maps_a: ``(N, *S)`` maps.
+        maps_b: ``(N, *S)`` maps of the same shape, paired with ``maps_a`` by sample.
 
     Returns:
         ``(N,)`` float64 correlations in ``[-1, 1]``.
