@@ -28,6 +28,8 @@ def constant_like(value: np.ndarray, like: Any, xp: Any, dtype: Any = None) -> A
     The dtype is ``dtype`` if given, else that of ``like``.
     """
     dtype = like.dtype if dtype is None else dtype
+    if not value.flags.writeable:  # frameworks refuse to wrap read-only memory
+        value = value.copy()
     if hasattr(xp, "constant_like"):
         return xp.constant_like(value, like, dtype)
     return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))

@@ -111,7 +111,7 @@ class TorchBackend:
                 raise TypeError(
                     f"inputs must be a torch.Tensor or a NumPy array, got {type(inputs).__name__}"
                 ) from error
-            if array.dtype == object:
+            if array.dtype.kind not in "biufc":
                 raise TypeError(f"inputs must be numeric, got {describe(inputs)}")
             x = torch.from_numpy(np.ascontiguousarray(array))
             finish = lambda maps: maps.cpu().numpy()  # noqa: E731
