@@ -198,8 +198,8 @@ def _report(result: object, quiet: bool, stream: object = None) -> int:
     from gradcampp.pipeline import RunResult
 
     assert isinstance(result, RunResult)
-    for _name, reason in result.skipped:
-        print(f"gradcampp: skipped {reason}", file=sys.stderr)
+    for name, reason in result.skipped:
+        print(f"gradcampp: skipped {name}: {reason}", file=sys.stderr)
     if not result.records:
         return _error("no input could be read; nothing was explained", EXIT_NOTHING)
     if not quiet:
@@ -232,7 +232,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     from gradcampp.images import find_images
     from gradcampp.model_specs import ModelSpecError, load_model, read_class_names
-    from gradcampp.pipeline import explain_images
+    from gradcampp.pipeline import METHODS, explain_images
 
     out_dir = Path(args.out)
     paths = find_images(args.inputs, exclude=out_dir)
@@ -266,7 +266,7 @@ def run_explain(args: argparse.Namespace) -> int:
             cmap=args.cmap,
             alpha=args.alpha,
             progress=not args.quiet,
-            title=f"Explanations of {loaded.description}",
+            title=" and ".join(METHODS[m][1] for m in methods) + " explanations",
         )
     except ModelSpecError as error:
         return _error(str(error), EXIT_MODEL)
