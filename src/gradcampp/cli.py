@@ -288,16 +288,17 @@ def run_demo(args: argparse.Namespace) -> int:
         loaded = load_model("demo")
         from gradcampp.pipeline import explain_images
 
-        paths, notes = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)
+        demo_images = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)
+        truth = {image.path: image for image in demo_images}
         result = explain_images(
             loaded,
-            paths,
+            [image.path for image in demo_images],
             out_dir,
             methods=("gradcampp", "gradcam"),
             cmap=args.cmap,
             alpha=args.alpha,
             progress=not args.quiet,
-            notes=lambda path: notes[path],
+            notes=lambda path: truth[path].note,
             title="gradcampp demo: Grad-CAM++ and Grad-CAM on generated shapes",
         )
     except ModelSpecError as error:
@@ -305,7 +306,13 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(str(error), EXIT_USAGE)
     code = _report(result, quiet=True)
-    print(f"Demo report: {result.report.resolve() if result.report else out_dir}")
+    correct = sum(
+        record["top_classes"][0]["class_index"] == truth[Path(record["input"])].label
+        for record in result.records
+    )
+    if not args.quiet:
+        print(f"The demo network classified {correct} of {len(result.records)} images correctly.")
+    print(f"Report: {result.report.resolve() if result.report else out_dir}")
     return code
 
 
