@@ -198,8 +198,8 @@ def _report(result: object, quiet: bool, stream: object = None) -> int:
     from gradcampp.pipeline import RunResult
 
     assert isinstance(result, RunResult)
-    for _name, reason in result.skipped:
-        print(f"gradcampp: skipped {reason}", file=sys.stderr)
+    for name, reason in result.skipped:
+        print(f"gradcampp: skipped {name}: {reason}", file=sys.stderr)
     if not result.records:
         return _error("no input could be read; nothing was explained", EXIT_NOTHING)
     if not quiet:
@@ -232,7 +232,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     from gradcampp.images import find_images
     from gradcampp.model_specs import ModelSpecError, load_model, read_class_names
-    from gradcampp.pipeline import explain_images
+    from gradcampp.pipeline import METHODS, explain_images
 
     out_dir = Path(args.out)
     paths = find_images(args.inputs, exclude=out_dir)
@@ -266,7 +266,7 @@ def run_explain(args: argparse.Namespace) -> int:
             cmap=args.cmap,
             alpha=args.alpha,
             progress=not args.quiet,
-            title=f"Explanations of {loaded.description}",
+            title=" and ".join(METHODS[m][1] for m in methods) + " explanations",
         )
     except ModelSpecError as error:
         return _error(str(error), EXIT_MODEL)
@@ -288,16 +288,17 @@ def run_demo(args: argparse.Namespace) -> int:
         loaded = load_model("demo")
         from gradcampp.pipeline import explain_images
 
-        paths, notes = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)
+        demo_images = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)
+        truth = {image.path: image for image in demo_images}
         result = explain_images(
             loaded,
-            paths,
+            [image.path for image in demo_images],
             out_dir,
             methods=("gradcampp", "gradcam"),
             cmap=args.cmap,
             alpha=args.alpha,
             progress=not args.quiet,
-            notes=lambda path: notes[path],
+            notes=lambda path: truth[path].note,
             title="gradcampp demo: Grad-CAM++ and Grad-CAM on generated shapes",
         )
     except ModelSpecError as error:
@@ -305,7 +306,13 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(str(error), EXIT_USAGE)
     code = _report(result, quiet=True)
-    print(f"Demo report: {result.report.resolve() if result.report else out_dir}")
+    correct = sum(
+        record["top_classes"][0]["class_index"] == truth[Path(record["input"])].label
+        for record in result.records
+    )
+    if not args.quiet:
+        print(f"The demo network classified {correct} of {len(result.records)} images correctly.")
+    print(f"Report: {result.report.resolve() if result.report else out_dir}")
     return code
 
 

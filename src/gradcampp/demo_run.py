@@ -8,6 +8,7 @@ those images with their ground-truth masks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,26 +33,31 @@ def demo_names(count: int) -> list[str]:
     ]
 
 
-def write_demo_inputs(
-    directory: Path, *, count: int = 6, seed: int = 0
-) -> tuple[list[Path], dict[Path, str]]:
-    """Write the demo images as PNGs into ``directory``.
+@dataclass(frozen=True)
+class DemoImage:
+    """One demo input file with its ground truth: class index and number of drawn instances."""
 
-    Returns:
-        the paths, in order, and for each path its ground truth as text (for the report).
-    """
+    path: Path
+    label: int
+    instances: int
+
+    @property
+    def note(self) -> str:
+        """The ground truth as text, e.g. ``"true: star x3"``."""
+        name = CLASSES[self.label]
+        return f"true: {name} x{self.instances}" if self.instances > 1 else f"true: {name}"
+
+
+def write_demo_inputs(directory: Path, *, count: int = 6, seed: int = 0) -> list[DemoImage]:
+    """Write the demo images (see the module docstring) as PNGs into ``directory``, in order."""
     directory.mkdir(parents=True, exist_ok=True)
     single, multi = demo_batches(count, seed)
     images = np.concatenate([single.images, multi.images])
     labels = np.concatenate([single.labels, multi.labels])
     masks = [*single.instance_masks, *multi.instance_masks]
-    paths, notes = [], {}
+    written = []
     for name, image, label, mask in zip(demo_names(count), images, labels, masks, strict=True):
         path = directory / f"{name}.png"
         save_png(path, np.moveaxis(image, 0, -1))
-        k = len(mask)
-        paths.append(path)
-        notes[path] = (
-            f"true: {CLASSES[int(label)]} x{k}" if k > 1 else f"true: {CLASSES[int(label)]}"
-        )
-    return paths, notes
+        written.append(DemoImage(path, int(label), len(mask)))
+    return written

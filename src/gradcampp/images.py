@@ -28,7 +28,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageReadError(OSError):
-    """An image file that is missing, unreadable or corrupt."""
+    """An image file that is missing, unreadable or corrupt.
+
+    Attributes:
+        path: the file; reason: what is wrong with it (the message is ``"path: reason"``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
 
 
 def _pil() -> object:
@@ -87,11 +95,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             image.load()
             rgb = image.convert("RGB")
     except FileNotFoundError as error:
-        raise ImageReadError(f"{path}: no such file") from error
+        raise ImageReadError(path, "no such file") from error
     except IsADirectoryError as error:
-        raise ImageReadError(f"{path}: is a directory") from error
+        raise ImageReadError(path, "is a directory") from error
     except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
-        raise ImageReadError(f"{path}: not a readable image ({error})") from error
+        detail = str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+        raise ImageReadError(
+            path, f"not a readable image ({detail or type(error).__name__})"
+        ) from error
     return np.asarray(rgb, dtype=np.uint8)
 
 

@@ -171,14 +171,26 @@ def explain_images(
         good = []
         for path, image in group:
             if isinstance(image, ImageReadError):
-                result.skipped.append((str(path), str(image)))
+                result.skipped.append((str(path), image.reason))
             else:
                 good.append((path, image))
         if good:
             _explain_group(
-                loaded, explainers, good, names, out_dir, target, top_k, show_top, cmap, alpha,
-                notes, result, entries, csv_rows,
-            )  # fmt: skip
+                loaded,
+                explainers,
+                good,
+                names,
+                out_dir,
+                target,
+                top_k,
+                show_top,
+                cmap,
+                alpha,
+                notes,
+                result,
+                entries,
+                csv_rows,
+            )
         bar.update(len(group))
     bar.close()
     with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as file:
@@ -194,9 +206,14 @@ def explain_images(
         + (f", {len(result.skipped)} skipped" if result.skipped else "")
     )
     result.report = write_report(
-        out_dir, entries, columns=columns, title=title, details=details,
-        skipped=result.skipped, cmap=cmap,
-    )  # fmt: skip
+        out_dir,
+        entries,
+        columns=columns,
+        title=title,
+        details=details,
+        skipped=result.skipped,
+        cmap=cmap,
+    )
     return result
 
 
@@ -263,9 +280,15 @@ def _explain_group(
         ]
         for row in top:
             csv_rows.append(
-                [name, str(path), row["rank"], row["class_index"], row["class_name"],
-                 f"{row['probability']:.6f}"]
-            )  # fmt: skip
+                [
+                    name,
+                    str(path),
+                    row["rank"],
+                    row["class_index"],
+                    row["class_name"],
+                    f"{row['probability']:.6f}",
+                ]
+            )
         files: dict[str, Any] = {"input": input_file, "overlays": {}, "maps": {}}
         panels = []
         for method in explainers:
@@ -304,7 +327,9 @@ def _explain_group(
                 panels=panels,
                 predictions=[(row["class_name"], row["probability"]) for row in top],
                 note=notes(path) if notes is not None else "",
-                files=[(f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in explainers]
-                + [("predictions (.json)", f"{name}.json")],
+                files=[
+                    *((f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in explainers),
+                    ("predictions (.json)", f"{name}.json"),
+                ],
             )
         )

@@ -133,7 +133,7 @@ def colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
     except KeyError as error:
         raise ValueError(f"unknown matplotlib colour map {cmap!r}") from error
     clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    return np.asarray(colormap(clipped)[..., :3], dtype=np.float32)
+    return np.asarray(np.asarray(colormap(clipped))[..., :3], dtype=np.float32)
 
 
 def overlay(image: Any, heatmap: Any, cmap: str = "inferno", alpha: float = 0.5) -> np.ndarray:
