@@ -112,5 +112,7 @@ def test_bad_arguments_are_refused(kwargs, error, match):
 def test_bad_blur_and_mismatched_counts_are_refused():
     with pytest.raises(ValueError, match="sigma"):
         insertion(MeanProbability(), IMAGE, MAP, 0, blur_sigma=0.0)
+    with pytest.raises(ValueError, match="broadcastable"):
+        deletion(MeanProbability(), IMAGE, MAP, 0, baseline=np.zeros(3))
     with pytest.raises(ValueError, match="1 images but 2 maps"):
         deletion(MeanProbability(), IMAGE, np.concatenate([MAP, MAP]), 0)

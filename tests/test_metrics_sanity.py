@@ -64,10 +64,10 @@ def test_a_map_that_ignores_the_model_fails_the_check_with_correlation_one():
     model = small_cnn()
     x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(2))
 
-    def edge_detector(m):
+    def input_mean(m):
         return lambda inputs, targets: inputs.mean(dim=1)
 
-    result = cascading_randomization(edge_detector, model, x, layers=["6", "0"])
+    result = cascading_randomization(input_mean, model, x, layers=["6", "0"])
     np.testing.assert_allclose(result.correlations, 1.0)
     assert result.layers == ("6", "0")
 

@@ -141,13 +141,12 @@ def _curves(
         raise ValueError(f"got {x.shape[0]} images but {maps.shape[0]} maps")
     n, n_pixels = maps.shape[0], int(np.prod(maps.shape[1:]))
     if start_from == "image":  # deletion: image -> baseline
-        start = x
-        end = np.broadcast_to(as_numpy(fill, "baseline", dtype=np.float32), x.shape)
+        start, end = x, _broadcast(fill, x.shape, "baseline")
     else:  # insertion: blurred (or given substrate) -> image
         start = (
             gaussian_blur(x, blur_sigma, channel_axis=adapter.channel_axis)
             if fill is None
-            else np.broadcast_to(as_numpy(fill, "substrate", dtype=np.float32), x.shape)
+            else _broadcast(fill, x.shape, "substrate")
         )
         end = x
     ranks = pixel_ranks(maps)
@@ -169,6 +168,17 @@ def _curves(
     return CausalCurves(
         fractions=counts / n_pixels, curves=curves, auc=curve_auc(curves), targets=labels
     )
+
+
+def _broadcast(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    array = as_numpy(value, what, dtype=np.float32)
+    try:
+        return np.broadcast_to(array, shape)
+    except ValueError as error:
+        raise ValueError(
+            f"{what} must be a number or an array broadcastable to the images {shape}, "
+            f"got shape {array.shape}"
+        ) from error
 
 
 def _n_classes(adapter: Any, x: np.ndarray) -> int:

@@ -93,7 +93,7 @@ def energy_pointing_game(maps: Any, regions: Any) -> np.ndarray:
 
 
 def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = True) -> np.ndarray:
-    """Loc(delta) (Chattopadhyay et al., WACV 2018, section 4.3, Eq. 23 there).
+    """Loc(delta) (Chattopadhyay et al., WACV 2018, section 4.3).
 
     The normalised map is thresholded at ``delta``: ``B(p) = 1[E(p) > delta]`` (binarised, the
     default) or ``B(p) = E(p) * 1[E(p) > delta]`` (``binarize=False``, the values kept). Then
