@@ -36,6 +36,12 @@ class GradCAM:
         output_layer: where the explained score is read: ``None`` for the model's output, or a
             layer (name or module) whose output replaces it, e.g. the logits before a softmax.
 
+    Raises:
+        ValueError: for a ``batch_size`` that is not a positive integer, an unknown ``variant``,
+            or a layer name the model does not have (the message lists the nearest names).
+        TypeError: for a model that is not a ``torch.nn.Module``, or a layer given as neither
+            a name nor a module.
+
     Example:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
     """

@@ -32,7 +32,15 @@ TABLE_SIZE = 1024
 
 
 def keys_kernel(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
-    """Keys' cubic convolution kernel ``k(t)`` (see the module docstring), element-wise."""
+    """Keys' cubic convolution kernel ``k(t)`` (see the module docstring), element-wise.
+
+    Args:
+        t: offsets from the sample, any shape.
+        a: the kernel's free parameter (``-0.5`` as in TensorFlow and Keys 1981).
+
+    Returns:
+        float64 array shaped like ``t``: ``k(0) = 1``, ``k(1) = k(2) = 0``.
+    """
     t = np.abs(np.asarray(t, dtype=np.float64))
     near = ((a + 2) * t - (a + 3)) * t * t + 1
     far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
@@ -107,6 +115,14 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
 
     Returns:
         array ``(..., *S_out)`` in the namespace, dtype and device of ``maps``.
+
+    Raises:
+        ValueError: when ``size`` has more axes than ``maps``.
+
+    Example:
+        >>> import numpy as np
+        >>> resize(np.eye(2, dtype=np.float32), (4, 4)).shape
+        (4, 4)
     """
     xp = namespace(maps)
     size = tuple(int(s) for s in size)

@@ -29,7 +29,19 @@ from gradcampp._xp import constant_like, namespace
 
 @dataclass(frozen=True)
 class TopK:
-    """Explain the ``k`` highest-scoring classes of each sample, best first: maps ``(N, k, *S)``."""
+    """Explain the ``k`` highest-scoring classes of each sample, best first: maps ``(N, k, *S)``.
+
+    Args:
+        k: how many classes per sample, ``1 <= k <= n_classes``.
+
+    Raises:
+        ValueError: for a ``k`` that is not a positive integer.
+
+    Example:
+        >>> maps = GradCAMPP(model).explain(images, TopK(3))  # doctest: +SKIP
+        >>> maps.shape  # doctest: +SKIP
+        (N, 3, H, W)
+    """
 
     k: int
 
@@ -43,6 +55,16 @@ class Classes:
     """Explain several given classes per sample: ``indices`` ``(N, T)`` or ``(T,)`` for all samples.
 
     Maps come back as ``(N, T, *S)``, in the order of ``indices``.
+
+    Args:
+        indices: integer class indices, ``(T,)`` (the same classes for every sample) or ``(N, T)``
+            (per sample); a list, NumPy array or tensor. Checked when ``explain`` is called:
+            ``TypeError`` for non-integers, ``ValueError`` for a shape that does not fit.
+
+    Example:
+        >>> maps = GradCAMPP(model).explain(images, Classes([0, 2]))  # doctest: +SKIP
+        >>> maps.shape  # doctest: +SKIP
+        (N, 2, H, W)
     """
 
     indices: Any
@@ -142,7 +164,26 @@ def _callable_scores(score_fn: Callable[[Any], Any], outputs: Any, n: int) -> An
 
 
 def parse_targets(targets: Any, n: int) -> TargetPlan:
-    """Validate ``targets`` for ``n`` samples (see the module docstring for the accepted forms)."""
+    """Validate ``targets`` for ``n`` samples (see the module docstring for the accepted forms).
+
+    Args:
+        targets: ``None``, an ``int``, indices ``(n,)``, float weights ``(n, K)``, a callable,
+            ``TopK`` or ``Classes``.
+        n: the number of samples.
+
+    Returns:
+        the ``TargetPlan`` that ``explain`` hands to the backend.
+
+    Raises:
+        TypeError: for integer ``(n, K)`` arrays, float ``(n,)`` arrays, bools or non-integer
+            class indices.
+        ValueError: for a length other than ``n``, negative indices, NaN/Inf weights or arrays
+            of rank 3 or more.
+
+    Example:
+        >>> parse_targets(TopK(2), 4).n_targets
+        2
+    """
     if targets is None:
         return TargetPlan(n, multi=False, top_k=1)
     if isinstance(targets, TopK):

@@ -186,8 +186,10 @@ def plot_explanations(
         maps: ``(N, h, w)``, ``(N, h, w, 1)`` (xplique/Keras) or ``(N, 1, h, w)``; NumPy, torch or
             TensorFlow. Each map is min-max normalised and resized to its image.
         titles: one title per image, or None.
-        cmap: matplotlib colour map name; alpha: heatmap weight in ``[0, 1]``.
-        cols: panels per row; img_size: inches per panel.
+        cmap: matplotlib colour map name.
+        alpha: heatmap weight in ``[0, 1]``.
+        cols: panels per row.
+        img_size: inches per panel.
         show_images: also show each plain image in the panel before its overlay.
 
     Returns:

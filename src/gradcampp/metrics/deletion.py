@@ -103,9 +103,13 @@ def gaussian_blur(images: Any, sigma: float, *, channel_axis: int = 1) -> np.nda
     Args:
         images: ``(N, C, *S)`` (``channel_axis=1``) or ``(N, *S, C)`` (``channel_axis=-1``).
         sigma: standard deviation in pixels, > 0.
+        channel_axis: the channel axis of ``images`` (not blurred).
 
     Returns:
         float32 array shaped like ``images``.
+
+    Raises:
+        ValueError: for a ``sigma`` that is not a positive number.
     """
     if not isinstance(sigma, int | float) or isinstance(sigma, bool) or sigma <= 0:
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
