@@ -37,7 +37,8 @@ class GradCAM:
             at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
             clipped, as xplique 2.0.2 does (small negative values occur).
         output_layer: where the explained score is read: ``None`` for the model's output, or a
-            layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits before a softmax.
+            layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits
+            before a softmax.
 
     Example:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP

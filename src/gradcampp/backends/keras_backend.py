@@ -147,7 +147,7 @@ class KerasBackend:
                 "other class; pass output_layer=<the layer before the softmax> (or build the model "
                 "with classifier_activation=None) to explain the logits",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         self._probed: dict[tuple[Any, ...], keras.layers.Layer] = {}
         self._compiled: dict[tuple[Any, ...], Any] = {}
@@ -448,7 +448,10 @@ def _read_dataset(dataset: tf.data.Dataset, rank: int | None) -> tuple[tf.Tensor
     if not isinstance(x_spec, tf.TensorSpec):
         raise TypeError(f"a dataset's inputs must be tensors, got {x_spec}")
     shape = x_spec.shape
-    batched = shape.rank == rank if rank is not None else shape.rank > 0 and shape[0] is None
+    if rank is not None:
+        batched = shape.rank == rank
+    else:
+        batched = bool(shape.rank) and shape[0] is None
     xs, ys = [], []
     for element in dataset:
         xs.append(element[0] if pairs else element)
