@@ -28,7 +28,7 @@ def constant_like(value: np.ndarray, like: Any, xp: Any, dtype: Any = None) -> A
     The dtype is ``dtype`` if given, else that of ``like``.
     """
     dtype = like.dtype if dtype is None else dtype
-    if not value.flags.writeable:  # frameworks refuse to wrap read-only memory
+    if isinstance(value, np.ndarray) and not value.flags.writeable:  # frameworks refuse read-only
         value = value.copy()
     if hasattr(xp, "constant_like"):
         return xp.constant_like(value, like, dtype)

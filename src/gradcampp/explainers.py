@@ -43,8 +43,8 @@ class GradCAM:
     Raises:
         ValueError: for a ``batch_size`` that is not a positive integer, an unknown ``variant``,
             or a layer name the model does not have (the message lists the nearest names).
-        TypeError: for a model that is not a ``torch.nn.Module``, or a layer given as neither
-            a name nor a module.
+        TypeError: for a model that is neither a ``torch.nn.Module`` nor a Keras model, or a
+            layer given in none of the accepted forms.
 
     Example:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
@@ -140,13 +140,14 @@ class GradCAMPP(GradCAM):
     a positive per-sample constant, left out).
 
     Args:
-        model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs (1, 2 or 3 spatial dimensions).
-        conv_layer: the explained layer: ``None`` for the last module whose output still has
-            spatial extent, a name from ``model.named_modules()``, or the module itself.
+        model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs, or a Keras 3 model taking
+            channels-last ``(N, *S, C)`` inputs (as for ``GradCAM``).
+        conv_layer: the explained layer, in the forms accepted by ``GradCAM``; ``None`` for the
+            last layer whose output still has spatial extent.
         batch_size: inputs are processed in chunks of this many samples; the result does not
             depend on it.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
-            layer (name or module) whose output replaces it, e.g. the logits before a softmax.
+            layer whose output replaces it, e.g. the logits before a softmax.
         variant:
             - ``"paper"`` (default): Eq. 19 exactly; where its denominator is exactly zero, alpha
               is zero (a guard, no epsilon); exact bicubic upsampling, clipped at zero.
