@@ -73,7 +73,8 @@ def rows(
     """Median seconds per call of each method, and its ratio to the inference pass.
 
     Returns:
-        one dict per method: ``method``, ``median_s``, ``ratio`` (to ``tf.function`` inference),
+        one dict per method: ``method``, ``median_s``, ``min_s``, ``max_s``, ``ratio`` (median
+        over the median of ``tf.function`` inference),
         ``repeats``, ``model``, ``batch``, ``size``, ``device``.
     """
     methods = _methods(batch, size, seed)
@@ -92,6 +93,8 @@ def rows(
         {
             "method": name,
             "median_s": statistics.median(values),
+            "min_s": min(values),
+            "max_s": max(values),
             "ratio": statistics.median(values) / base,
             "repeats": repeats,
             "model": "ResNet-50",
@@ -111,10 +114,14 @@ def markdown(table: list[dict[str, Any]]) -> str:
         f"{first['size']} x {first['size']}, {first['device']}, median of {first['repeats']} "
         "round-robin repetitions after warm-up.",
         "",
-        "| method | median time (s) | ratio to inference |",
-        "|---|---:|---:|",
+        "| method | median time (s) | fastest - slowest (s) | ratio to inference |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {r['method']} | {r['median_s']:.3f} | {r['ratio']:.2f}x |" for r in table]
+    lines += [
+        f"| {r['method']} | {r['median_s']:.3f} | {r['min_s']:.3f} - {r['max_s']:.3f} "
+        f"| {r['ratio']:.2f}x |"
+        for r in table
+    ]
     return "\n".join(lines) + "\n"
 
 

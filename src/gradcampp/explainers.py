@@ -35,7 +35,10 @@ class GradCAM:
             depend on it.
         variant: ``"paper"`` (default): maps upsampled with the exact bicubic kernel and clipped
             at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
-            clipped, as xplique 2.0.2 does (small negative values occur).
+            clipped, as xplique 2.0.2 does (small negative values occur). The layer is chosen
+            as for any variant; xplique's own default is the last layer of ``model.layers`` with
+            a ``filters`` attribute (a convolution, before its normalisation and activation):
+            name it as ``conv_layer`` to reproduce xplique's maps.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
             layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits
             before a softmax.

@@ -9,7 +9,8 @@ only; no weight gradient is computed. Activations and gradients are returned cha
 that ``gradcampp.formulas`` serves PyTorch and Keras alike.
 
 Targets given as a callable run eagerly (the callable may hold Python that does not trace), with
-the same wrapping for the length of the call.
+the same wrapping for the length of the call. Finding the default layer wraps every layer for one
+eager pass over a single sample, once per input shape.
 
 The model is left exactly as found: the wrapped ``call`` attributes are removed again (or the
 instance's own ones put back) in a ``finally`` block, also when the forward pass, the score or the
@@ -73,9 +74,9 @@ def recording(
         for layer in dict.fromkeys(layers):  # each layer once, in order
             name = _call_attribute(layer)
             own = name in vars(layer)
-            original = getattr(layer, name)
-            patched.append((layer, name, own, vars(layer).get(name)))
-            object.__setattr__(layer, name, wrap(layer, original))
+            own_value = vars(layer).get(name)
+            object.__setattr__(layer, name, wrap(layer, getattr(layer, name)))
+            patched.append((layer, name, own, own_value))
         yield
     finally:
         for layer, name, own, value in reversed(patched):
