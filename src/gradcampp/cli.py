@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gradcampp`` command."""
     parser = argparse.ArgumentParser(
         prog="gradcampp",
-        description="Grad-CAM++ and Grad-CAM explanations of image classifiers: overlays, raw "
-        "maps, predictions and a browsable HTML report.",
+        description="Grad-CAM++ and Grad-CAM explanations of image classifiers: overlays, raw\n"
+        "maps, predictions and a browsable HTML report. Start with: gradcampp demo",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
