@@ -479,3 +479,17 @@ def test_torchvision_preprocessing_equals_its_own_transforms(size):
     transforms = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
     reference = transforms(Image.fromarray(pixels)).numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_read_image_converts_grey_and_alpha_and_applies_exif_rotation(tmp_path):
+    from gradcampp.images import read_image
+
+    Image.fromarray(np.full((5, 7), 200, np.uint8), "L").save(tmp_path / "grey.png")
+    assert read_image(tmp_path / "grey.png").shape == (5, 7, 3)
+    Image.fromarray(np.zeros((5, 7, 4), np.uint8), "RGBA").save(tmp_path / "rgba.png")
+    assert read_image(tmp_path / "rgba.png").shape == (5, 7, 3)
+    rotated = Image.fromarray(np.zeros((5, 7, 3), np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_image(tmp_path / "rotated.jpg").shape == (7, 5, 3)

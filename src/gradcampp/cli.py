@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,14 @@ MODEL_HELP = """model to explain:
                            (TorchScript files are refused: they do not support the forward hooks
                            that Grad-CAM needs)
   demo                     the bundled demo network (64x64 shape images)"""
+
+
+PREPROCESS_HELP = """preprocessing:
+  torchvision:NAME         as torchvision's transforms for the architecture (e.g. resize the
+                           shorter side to 256, centre-crop 224, ImageNet mean and std)
+  .keras file              resize to the model's input size, values in [0, 1]
+  other models             resize to 224x224, ImageNet mean and std
+  --size, --mean, --std    override these (--size resizes straight to the size, no crop)"""
 
 
 def _positive(text: str) -> int:
@@ -99,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gradcampp`` command."""
     parser = argparse.ArgumentParser(
         prog="gradcampp",
-        description="Grad-CAM++ and Grad-CAM explanations of image classifiers: overlays, raw "
-        "maps, predictions and a browsable HTML report.",
+        description="Grad-CAM++ and Grad-CAM explanations of image classifiers: overlays, raw\n"
+        "maps, predictions and a browsable HTML report. Start with: gradcampp demo",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -130,11 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain",
         help="explain your own model on image files",
-        description="Explain a model's decisions on image files. For each input NAME.ext the "
-        "output directory gets NAME.input.png (the image as the model saw it), "
-        "NAME.<method>.png (overlay), NAME.<method>.npy (raw float32 map, (H, W), or (K, H, W) "
-        "with --top-k K), NAME.json (top classes and scores); and for the run "
-        "predictions.csv and index.html.\n\n" + MODEL_HELP,
+        description=textwrap.fill(
+            "Explain a model's decisions on image files. For each input NAME.ext the "
+            "output directory gets NAME.input.png (the image as the model saw it), "
+            "NAME.<method>.png (overlay), NAME.<method>.npy (raw float32 map, (H, W), or "
+            "(K, H, W) with --top-k K), NAME.json (top classes and scores); and for the run "
+            "predictions.csv and index.html.",
+            width=78,
+        )
+        + "\n\n"
+        + MODEL_HELP
+        + "\n\n"
+        + PREPROCESS_HELP,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -91,9 +91,11 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     image_module = _pil()
     try:
+        from PIL import ImageOps
+
         with image_module.open(path) as image:  # type: ignore[attr-defined]
             image.load()
-            rgb = image.convert("RGB")
+            rgb = ImageOps.exif_transpose(image).convert("RGB")  # photos stored rotated
     except FileNotFoundError as error:
         raise ImageReadError(path, "no such file") from error
     except IsADirectoryError as error:
