@@ -83,3 +83,25 @@ def test_randomisation_is_seeded():
 def test_unknown_layer_is_refused():
     with pytest.raises(ValueError, match="not layers with parameters"):
         cascading_randomization(GradCAMPP, small_cnn(), torch.rand(1, 3, 6, 6), layers=["1"])
+
+
+def test_layers_without_reset_parameters_get_a_normal_draw_of_their_own_scale():
+    from gradcampp.metrics._model import adapter_for
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.full((1000,), 3.0) + torch.arange(1000) % 2)
+
+        def forward(self, x):
+            return x * self.weight[0]
+
+    model = torch.nn.Sequential(Scale())
+    adapter = adapter_for(model)
+    copy = adapter.copy()
+    layer = dict(adapter_for(copy).layers())["0"]
+    spread = float(layer.weight.detach().std())
+    adapter.randomize(layer, seed=0)
+    assert torch.all(model[0].weight >= 3.0)  # the original is untouched
+    assert abs(float(layer.weight.detach().mean())) < 0.1
+    assert float(layer.weight.detach().std()) == pytest.approx(spread, rel=0.1)
