@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+# torchvision must be imported before TensorFlow: the other order crashes the interpreter (a clash
+# of the two wheels' bundled libraries when torchvision loads triton), and pytest imports the Keras
+# test modules before the ones that use torchvision.
+pytest.importorskip("torchvision")
 nn = torch.nn
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
