@@ -493,3 +493,11 @@ def test_read_image_converts_grey_and_alpha_and_applies_exif_rotation(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     rotated.save(tmp_path / "rotated.jpg", exif=exif)
     assert read_image(tmp_path / "rotated.jpg").shape == (7, 5, 3)
+
+
+def test_imagenet_names_read_without_importing_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    from gradcampp.model_specs import imagenet_categories
+
+    expected = tuple(torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"])
+    assert imagenet_categories() == expected
