@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +14,7 @@ from gradcampp import GradCAMPP
 from gradcampp.demo import CLASSES, generate_shapes, load_demo_model
 from gradcampp.demo.model import WEIGHTS_PATH, DemoCNN, fold_batch_norm, load_weights, save_weights
 
-# Seeds never used by scripts/train_demo.py (it trains on seed 0 and reports on 1_000_000 and up).
+# Seeds never used by scripts/train_demo.py (training: 0 and 1; its report: 1_000_000 and up).
 TEST_SEED = 20_261_127
 HIT_THRESHOLD = 0.85
 
@@ -74,3 +78,11 @@ def test_weights_round_trip_through_npz(tmp_path):
     assert list(got) == list(expected)
     for name, value in expected.items():
         assert torch.equal(got[name], value), name
+
+
+def test_weights_file_is_declared_as_package_data():
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["gradcampp"]
+    relative = WEIGHTS_PATH.relative_to(root / "src" / "gradcampp").as_posix()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
