@@ -493,3 +493,35 @@ def test_read_image_converts_grey_and_alpha_and_applies_exif_rotation(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     rotated.save(tmp_path / "rotated.jpg", exif=exif)
     assert read_image(tmp_path / "rotated.jpg").shape == (7, 5, 3)
+
+
+def test_imagenet_names_read_without_importing_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    from gradcampp.model_specs import imagenet_categories
+
+    expected = tuple(torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"])
+    assert imagenet_categories() == expected
+
+
+def test_output_inside_an_input_folder_is_not_read_back(tmp_path, images, tiny_spec):
+    out = images / "results"
+    args = ["explain", str(images), "--model", tiny_spec, "--size", "16", "--out", str(out), "-q"]
+    assert main(args) == EXIT_OK
+    assert main(args) == EXIT_OK  # the second run must not explain the first run's pictures
+    assert sorted(p.name for p in out.glob("*.json")) == ["cat.json", "dog.json"]
+
+
+@pytest.mark.slow
+def test_torchvision_state_dict_with_another_number_of_classes(tmp_path, images, capsys):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18_10.pt"
+    torch.save({"state_dict": torchvision.models.resnet18(num_classes=10).state_dict()}, weights)
+    out = tmp_path / "out"
+    args = ["explain", str(images / "cat.jpg"), "--model", "torchvision:resnet18", "--weights"]
+    assert main([*args, str(weights), "--size", "64", "--out", str(out), "-q"]) == EXIT_OK
+    record = json.loads((out / "cat.json").read_text())
+    assert len(record["top_classes"]) == 5
+    assert all(0 <= row["class_index"] < 10 for row in record["top_classes"])
+    top = record["top_classes"][0]
+    assert top["class_name"] == f"class {top['class_index']}"  # not ImageNet names

@@ -18,7 +18,9 @@ A model spec is one of:
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import json
 import sys
 import zipfile
@@ -280,18 +282,36 @@ def _keras_loaded(model: Any, description: str) -> LoadedModel:
     shape = tuple(model.input_shape)
     size = shape[1:3] if len(shape) == 4 and None not in shape[1:3] else (DEFAULT_SIZE,) * 2
     outputs = model.output_shape[-1]
-    classes = None
-    if outputs == 1000:  # keras.applications: ImageNet-1k, the same order as torchvision's list
-        try:
-            import torchvision
-
-            weights = torchvision.models.get_model_weights("resnet50").DEFAULT
-            classes = tuple(weights.meta["categories"])
-        except ImportError:
-            classes = None
+    # keras.applications classifiers: ImageNet-1k, in the same order as torchvision's list
+    classes = imagenet_categories() if outputs == 1000 else None
     return LoadedModel(
         model, Preprocess(size=tuple(size), channels_last=True), classes, description, "keras"
     )
+
+
+def imagenet_categories() -> tuple[str, ...] | None:
+    """The 1000 ImageNet-1k class names bundled with torchvision, or None without torchvision.
+
+    Read from torchvision's metadata file without importing torchvision, so that this also works
+    in a process that has loaded TensorFlow (in some builds, importing torchvision after
+    TensorFlow crashes the process).
+    """
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return None
+    meta = Path(spec.origin).parent / "models" / "_meta.py"
+    try:
+        tree = ast.parse(meta.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "_IMAGENET_CATEGORIES"
+            for target in node.targets
+        ):
+            names = ast.literal_eval(node.value)
+            return tuple(names) if len(names) == 1000 else None
+    return None
 
 
 def _keras_file(path: Path) -> LoadedModel:

@@ -258,7 +258,10 @@ def _explain_group(
         explained = np.ascontiguousarray(order[:, : top_k or 1])
     maps = {}
     for method, explainer in explainers.items():
-        maps[method] = np.asarray(explainer.explain(x, Classes(explained)), dtype=np.float32)
+        found = np.asarray(explainer.explain(x, Classes(explained)), dtype=np.float32)
+        if found.ndim == 5 and found.shape[-1] == 1:  # Keras: (N, T, H, W, 1), as xplique
+            found = found[..., 0]
+        maps[method] = found
         if result.layer is None:
             if loaded.framework == "torch":
                 import torch
