@@ -53,6 +53,14 @@ def test_grad_cam_pp_peaks_inside_the_shape_on_single_instance_images(model):
     assert np.mean(hits) >= HIT_THRESHOLD
 
 
+def test_default_layer_is_the_last_block_at_16x16(model):
+    images = generate_shapes(3, TEST_SEED + 2).images
+    coarse = GradCAMPP(model).explain(images, upsample=False)
+    assert coarse.shape == (3, 16, 16)
+    explicit = GradCAMPP(model, conv_layer="features.relu4").explain(images, upsample=False)
+    np.testing.assert_array_equal(coarse, explicit)
+
+
 def test_fold_batch_norm_keeps_the_function():
     torch.manual_seed(0)
     trained = DemoCNN(batch_norm=True)
@@ -87,3 +95,11 @@ def test_weights_file_is_declared_as_package_data():
     patterns = config["tool"]["setuptools"]["package-data"]["gradcampp"]
     relative = WEIGHTS_PATH.relative_to(root / "src" / "gradcampp").as_posix()
     assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+def test_missing_weights_file_raises_a_clear_error(monkeypatch, tmp_path):
+    import gradcampp.demo.model as demo_model
+
+    monkeypatch.setattr(demo_model, "WEIGHTS_PATH", tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match=r"absent\.npz"):
+        load_demo_model()
