@@ -95,7 +95,7 @@ def test_pixels_inside_a_mask_have_one_colour_that_stops_at_its_border(batch):
             assert same.mean() < 0.05
 
 
-def test_one_image_holds_one_class_with_the_expected_fill_ratio(batch):
+def test_instance_fill_ratio_matches_the_class(batch):
     # area / box area of the exact outlines: circle pi/4; the rest depend on rotation
     for label, masks, boxes in zip(batch.labels, batch.instance_masks, batch.boxes, strict=True):
         for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):

@@ -16,7 +16,8 @@ from gradcampp.demo.model import WEIGHTS_PATH, DemoCNN, fold_batch_norm, load_we
 
 # Seeds never used by scripts/train_demo.py (training: 0 and 1; its report: 1_000_000 and up).
 TEST_SEED = 20_261_127
-HIT_THRESHOLD = 0.85
+# Measured with the shipped weights: the peak lies in the instance for 170 of these 200 images.
+HIT_THRESHOLD = 0.80
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,14 @@ def test_grad_cam_pp_peaks_inside_the_shape_on_single_instance_images(model):
     hits = [masks[0, r, c] for masks, r, c in zip(batch.instance_masks, rows, cols, strict=True)]
     # measured with the shipped weights: see docs/demo.md
     assert np.mean(hits) >= HIT_THRESHOLD
+
+
+def test_default_layer_is_the_last_block_at_16x16(model):
+    images = generate_shapes(3, TEST_SEED + 2).images
+    coarse = GradCAMPP(model).explain(images, upsample=False)
+    assert coarse.shape == (3, 16, 16)
+    explicit = GradCAMPP(model, conv_layer="features.relu4").explain(images, upsample=False)
+    np.testing.assert_array_equal(coarse, explicit)
 
 
 def test_fold_batch_norm_keeps_the_function():
@@ -86,3 +95,11 @@ def test_weights_file_is_declared_as_package_data():
     patterns = config["tool"]["setuptools"]["package-data"]["gradcampp"]
     relative = WEIGHTS_PATH.relative_to(root / "src" / "gradcampp").as_posix()
     assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+def test_missing_weights_file_raises_a_clear_error(monkeypatch, tmp_path):
+    import gradcampp.demo.model as demo_model
+
+    monkeypatch.setattr(demo_model, "WEIGHTS_PATH", tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match=r"absent\.npz"):
+        load_demo_model()

@@ -25,10 +25,10 @@ class DemoCNN(nn.Module):
     """Conv blocks -> global average pooling -> linear, for ``(N, 3, 64, 64)`` images in ``[0, 1]``.
 
     ``features``: ``conv1`` 5x5 stride 2 (3->16), ReLU; ``conv2`` 3x3 (16->32), ReLU, 2x2 max-pool;
-    ``conv3`` 3x3 (32->64), ReLU; ``conv4`` 3x3 (64->64), ReLU (``features.relu4``, the layer
-    Grad-CAM++ explains by default, is 16x16 for 64x64 inputs). Then the spatial mean of each of
-    the 64 channels and a linear layer (``classifier``) to ``num_classes`` logits. Any input side
-    divisible by 4 works.
+    ``conv3`` 3x3 (32->64), ReLU; ``conv4`` 3x3 (64->64), ReLU. The output of ``features`` (the
+    same tensor as ``features.relu4``'s, and the layer Grad-CAM++ explains by default) is 16x16 for
+    64x64 inputs. Then the spatial mean of each of the 64 channels and a linear layer
+    (``classifier``) to ``num_classes`` logits. Any input side divisible by 4 works.
 
     Args:
         num_classes: number of output logits.
