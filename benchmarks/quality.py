@@ -40,6 +40,7 @@ from gradcampp.metrics import (
     insertion,
     instance_recall,
     loc_delta,
+    minmax_normalize,
     pointing_game,
     win_percentage,
 )
@@ -61,6 +62,12 @@ COLUMNS = (
     "Loc(0.25) ↑",
     "Loc(0.5) ↑",
     "Inst. recall ↑",
+)
+EXTRA_COLUMNS = (
+    "Loc(0), values ↑",
+    "Loc(0.25), values ↑",
+    "Loc(0.5), values ↑",
+    "support: share of pixels with E > 0",
 )
 SETTINGS = (("single-instance", 1), ("multi-instance (2-4)", (2, 4)))
 
@@ -130,6 +137,10 @@ def evaluate(
         assert abs(per_image[1].mean() - increase_in_confidence(y, o)) < 1e-9
         if name != "Grad-CAM":
             assert abs(per_image[2].mean() - win_percentage(o, reference)) < 1e-9
+        per_image += [
+            *(loc_delta(m, instance_boxes, delta, binarize=False) for delta in DELTAS),
+            np.mean(minmax_normalize(m) > 0, axis=(1, 2)),
+        ]
         scores[name] = [np.nan if v is None else float(v.mean()) for v in per_image]
         errors[name] = [
             np.nan if v is None else float(v.std(ddof=1) / np.sqrt(n)) for v in per_image
@@ -169,23 +180,34 @@ def _predict(model: torch.nn.Module, images: np.ndarray, batch_size: int) -> np.
         )
 
 
-def _cell(value: float, column: int) -> str:
+def _cell(value: float, column: int, decimals_from: int = 3) -> str:
     if np.isnan(value):
         return "—"
-    return f"{value:.1f}" if column < 3 else f"{value:.3f}"
+    return f"{value:.1f}" if column < decimals_from else f"{value:.3f}"
 
 
-def table(scores: dict[str, list[float]], errors: dict[str, list[float]]) -> str:
+def table(
+    scores: dict[str, list[float]],
+    errors: dict[str, list[float]],
+    columns: tuple[str, ...] = COLUMNS,
+    decimals_from: int = 3,
+) -> str:
     """A Markdown table: a row per method, then each column's largest standard error."""
     lines = [
-        "| method | " + " | ".join(COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
+        "| method | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
     ]
     for name, row in scores.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(v, i) for i, v in enumerate(row)) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(_cell(v, i, decimals_from) for i, v in enumerate(row))
+            + " |"
+        )
     worst = np.nanmax(np.array(list(errors.values())), axis=0)
     lines.append(
-        "| ± s.e. (largest) | " + " | ".join(_cell(v, i) for i, v in enumerate(worst)) + " |"
+        "| ± s.e. (largest) | "
+        + " | ".join(_cell(v, i, decimals_from) for i, v in enumerate(worst))
+        + " |"
     )
     return "\n".join(lines)
 
@@ -223,12 +245,27 @@ def main(argv: list[str] | None = None) -> str:
         scores, errors, accuracy = evaluate(
             model, args.n, args.seed, instances, steps=args.steps, batch_size=args.batch_size
         )
+        main_cols = len(COLUMNS)
         parts += [
             "",
             f"## {title} images (model accuracy {100 * accuracy:.1f}%)",
             "",
-            table(scores, errors),
+            table(
+                {k: v[:main_cols] for k, v in scores.items()},
+                {k: v[:main_cols] for k, v in errors.items()},
+            ),
+            "",
+            "Loc(delta) with the map's values kept above delta (`binarize=False`) instead of "
+            "binarised, and the share of pixels where the normalised map is above 0:",
+            "",
+            table(
+                {k: v[main_cols:] for k, v in scores.items()},
+                {k: v[main_cols:] for k, v in errors.items()},
+                EXTRA_COLUMNS,
+                0,
+            ),
         ]
+        print(f"{title}: done after {time.perf_counter() - started:.0f} s", file=sys.stderr)
     parts += [
         "",
         f"## Sanity check: cascading randomisation ({args.sanity_n} images, 1-4 instances)",
