@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+# torchvision must be imported before TensorFlow: the other order crashes the interpreter with the
+# wheels of torchvision 0.29.1 and tensorflow 2.20 (a segmentation fault on import).
+pytest.importorskip("torchvision")
 nn = torch.nn
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
