@@ -3,7 +3,15 @@
 # Usage: bash scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+pip_install() { python -m pip install --quiet --disable-pip-version-check "$@"; }
+pip_install -e ".[test]"
+# Keras 3 on TensorFlow, and xplique 2.0.2 to compare against. xplique pins tensorflow[and-cuda]
+# (gigabytes of CUDA wheels), so it is installed without its dependencies, followed by what it
+# imports, pinned to versions that keep the TensorFlow above.
+pip_install "tensorflow==2.20.*" "tf-keras==2.20.*" keras
+pip_install --no-deps xplique==2.0.2
+pip_install einops deprecated tensorflow-probability==0.25.0 "scikit-image<=0.25.2" \
+    "scikit-learn<=1.7.2" "scipy<=1.15.3" matplotlib opencv-python-headless
 ruff check .
 ruff format --check .
 python -m pytest "$@"

@@ -1,4 +1,4 @@
-"""Grad-CAM++ and Grad-CAM explanations for PyTorch models.
+"""Grad-CAM++ and Grad-CAM explanations for PyTorch and Keras 3 (TensorFlow) models.
 
 >>> from gradcampp import GradCAMPP
 >>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP

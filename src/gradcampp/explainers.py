@@ -24,17 +24,24 @@ class GradCAM:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ``relu(sum_k mean_ij(dY^c/dA_ij^k) A^k)``.
 
     Args:
-        model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs (1, 2 or 3 spatial dimensions).
-        conv_layer: the explained layer: ``None`` for the last module whose output still has
-            spatial extent (found by probing one forward pass), a name from
-            ``model.named_modules()``, or the module itself.
+        model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs, or a Keras 3 ``keras.Model``
+            (TensorFlow backend) taking channels-last ``(N, *S, C)`` inputs; 1, 2 or 3 spatial
+            dimensions.
+        conv_layer: the explained layer: ``None`` for the last layer whose output still has
+            spatial extent (found by probing one forward pass, nested Keras models included), a
+            name (from ``model.named_modules()`` in PyTorch, any layer's name in Keras), an index
+            into ``model.layers`` (Keras), or the module/layer itself.
         batch_size: inputs are processed in chunks of this many samples; the result does not
             depend on it.
         variant: ``"paper"`` (default): maps upsampled with the exact bicubic kernel and clipped
             at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
-            clipped, as xplique 2.0.2 does (small negative values occur).
+            clipped, as xplique 2.0.2 does (small negative values occur). The layer is chosen
+            as for any variant; xplique's own default is the last layer of ``model.layers`` with
+            a ``filters`` attribute (a convolution, before its normalisation and activation):
+            name it as ``conv_layer`` to reproduce xplique's maps.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
-            layer (name or module) whose output replaces it, e.g. the logits before a softmax.
+            layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits
+            before a softmax.
 
     Example:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
@@ -67,8 +74,11 @@ class GradCAM:
         """Explain ``targets`` for ``inputs``.
 
         Args:
-            inputs: ``(N, C, *S)`` tensor or NumPy array, ``S`` of rank 1, 2 or 3. Moved to the
-                model's device and dtype for the forward pass.
+            inputs: PyTorch: a ``(N, C, *S)`` tensor or NumPy array, moved to the model's device
+                and dtype. Keras: a channels-last ``(N, *S, C)`` ``tf.Tensor`` or NumPy array, or
+                a ``tf.data.Dataset`` of inputs or of ``(input, target)`` pairs, batched or not
+                (pairs give the targets; ``targets`` must then be ``None``). ``S`` of rank 1, 2
+                or 3.
             targets: what to explain (see ``gradcampp.targets``): ``None`` (predicted class), an
                 ``int``, class indices ``(N,)``, one-hot float rows ``(N, n_classes)``, a callable
                 ``outputs -> (N,)`` scores, ``TopK(k)`` or ``Classes(indices)``.
@@ -77,14 +87,23 @@ class GradCAM:
 
         Returns:
             float32 maps ``(N, *S)``, or ``(N, T, *S)`` for ``TopK``/``Classes`` targets, in the
-            framework and on the device of ``inputs`` (NumPy for NumPy inputs). Never NaN or Inf;
-            never negative except under ``variant="xplique"``.
+            framework and on the device of ``inputs`` (NumPy for NumPy inputs). Keras models
+            give a ``tf.Tensor`` with a trailing channel axis, as xplique does: ``(N, *S, 1)``,
+            or ``(N, T, *S, 1)``. Never NaN or Inf; never negative except under
+            ``variant="xplique"``.
 
         Raises:
             ValueError, TypeError: for inputs, targets or a layer that do not fit (the message
                 says what was expected and what was given).
         """
         batch = self.backend.prepare(inputs)
+        if batch.targets is not None:
+            if targets is not None:
+                raise ValueError(
+                    "inputs is a dataset of (input, target) pairs, which gives the targets; "
+                    "pass targets=None"
+                )
+            targets = batch.targets
         n = batch.x.shape[0]
         plan = parse_targets(targets, n)
         chunks = []

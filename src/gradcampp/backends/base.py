@@ -16,11 +16,14 @@ class Batch:
         spatial: the spatial shape ``S`` of one input, which maps are resized to.
         finish: turns maps ``(N, [T,] *S)`` (float32, the backend's framework) into what the caller
             gets back (same framework and device as the inputs, NumPy for NumPy inputs).
+        targets: targets that came with the inputs (a dataset of ``(input, target)`` pairs), or
+            ``None``.
     """
 
     x: Any
     spatial: tuple[int, ...]
     finish: Callable[[Any], Any]
+    targets: Any = None
 
 
 def describe(value: Any) -> str:
