@@ -1,0 +1,109 @@
+"""The demo's small CNN (PyTorch) and its weights, shipped with the package as a NumPy ``.npz``."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradcampp.demo.shapes import CLASSES
+
+WEIGHTS_PATH = Path(__file__).with_name("demo_cnn.npz")
+# (name, in channels, out channels, kernel, stride, max-pool after)
+_CONVS = (
+    ("conv1", 3, 16, 5, 2, False),
+    ("conv2", 16, 32, 3, 1, True),
+    ("conv3", 32, 64, 3, 1, False),
+    ("conv4", 64, 64, 3, 1, False),
+)
+
+
+class DemoCNN(nn.Module):
+    """Conv blocks -> global average pooling -> linear, for ``(N, 3, 64, 64)`` images in ``[0, 1]``.
+
+    ``features``: ``conv1`` 5x5 stride 2 (3->16), ReLU; ``conv2`` 3x3 (16->32), ReLU, 2x2 max-pool;
+    ``conv3`` 3x3 (32->64), ReLU; ``conv4`` 3x3 (64->64), ReLU. The output of ``features`` (the
+    same tensor as ``features.relu4``'s, and the layer Grad-CAM++ explains by default) is 16x16 for
+    64x64 inputs. Then the spatial mean of each of the 64 channels and a linear layer
+    (``classifier``) to ``num_classes`` logits. Any input side divisible by 4 works.
+
+    Args:
+        num_classes: number of output logits.
+        batch_norm: put a ``BatchNorm2d`` (``bn1`` ... ``bn4``) after each convolution, for
+            training; :func:`fold_batch_norm` turns such a model into the plain one.
+    """
+
+    def __init__(self, num_classes: int = len(CLASSES), *, batch_norm: bool = False):
+        super().__init__()
+        layers: list[tuple[str, nn.Module]] = []
+        for name, c_in, c_out, k, stride, pool in _CONVS:
+            i = name[-1]
+            layers.append((name, nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2)))
+            if batch_norm:
+                layers.append((f"bn{i}", nn.BatchNorm2d(c_out)))
+            layers.append((f"relu{i}", nn.ReLU()))
+            if pool:
+                layers.append((f"pool{i}", nn.MaxPool2d(2)))
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(_CONVS[-1][2], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` for images ``(N, 3, H, W)``."""
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@torch.no_grad()
+def fold_batch_norm(model: DemoCNN) -> DemoCNN:
+    """The plain :class:`DemoCNN` computing what ``model`` (built with ``batch_norm=True``) computes
+    in eval mode.
+
+    Each ``conv -> bn`` pair becomes one convolution with ``w' = w s``, ``b' = (b - mu) s + beta``,
+    ``s = gamma / sqrt(var + eps)`` per output channel. ``model`` is left unchanged.
+
+    Args:
+        model: a :class:`DemoCNN` with batch normalisation.
+
+    Returns:
+        a new :class:`DemoCNN` without batch normalisation, in eval mode.
+    """
+    plain = DemoCNN(model.classifier.out_features).eval()
+    for name, *_ in _CONVS:
+        conv, bn = model.features.get_submodule(name), model.features.get_submodule(f"bn{name[-1]}")
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        target = plain.features.get_submodule(name)
+        target.weight.copy_(conv.weight * scale[:, None, None, None])
+        target.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+    plain.classifier.load_state_dict(model.classifier.state_dict())
+    return plain
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Write ``model.state_dict()`` as float32 arrays to a compressed ``.npz`` (keys = names)."""
+    arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    np.savez_compressed(path, **arrays)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load an ``.npz`` written by :func:`save_weights` into ``model`` (strict keys); return it."""
+    with np.load(path) as data:
+        state = {k: torch.from_numpy(data[k].copy()) for k in data.files}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_demo_model() -> DemoCNN:
+    """The trained demo CNN, in eval mode on the CPU, with the weights shipped in the package.
+
+    Returns:
+        a :class:`DemoCNN` whose logits index :data:`CLASSES`.
+
+    Raises:
+        FileNotFoundError: when the package was installed without its weights file.
+    """
+    if not WEIGHTS_PATH.is_file():
+        raise FileNotFoundError(f"the demo model's weights are missing: expected {WEIGHTS_PATH}")
+    return load_weights(DemoCNN(), WEIGHTS_PATH).eval()
