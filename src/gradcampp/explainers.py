@@ -88,8 +88,8 @@ class GradCAM:
         Returns:
             float32 maps ``(N, *S)``, or ``(N, T, *S)`` for ``TopK``/``Classes`` targets, in the
             framework and on the device of ``inputs`` (NumPy for NumPy inputs). Keras models
-            give a ``tf.Tensor`` with a trailing channel axis, as xplique does: ``(N, *S, 1)``,
-            or ``(N, T, *S, 1)``. Never NaN or Inf; never negative except under
+            always give a ``tf.Tensor``, with a trailing channel axis as xplique does:
+            ``(N, *S, 1)``, or ``(N, T, *S, 1)``. Never NaN or Inf; never negative except under
             ``variant="xplique"``.
 
         Raises:
