@@ -3,6 +3,7 @@
 # Usage: bash scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+pip_install() { python -m pip install --quiet --disable-pip-version-check "$@"; }
 # A real headless browser opens the HTML report (tests/test_report_browser.py).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -11,7 +12,6 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         echo "note: chromium and chromium-driver are not installed; the browser tests will skip" >&2
     fi
 fi
-pip_install() { python -m pip install --quiet --disable-pip-version-check "$@"; }
 pip_install -e ".[test,docs]"
 # Keras 3 on TensorFlow, and xplique 2.0.2 to compare against. xplique pins tensorflow[and-cuda]
 # (gigabytes of CUDA wheels), so it is installed without its dependencies, followed by what it

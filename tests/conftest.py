@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-# torchvision must be imported before TensorFlow: the other order crashes the interpreter (a clash
-# of the two wheels' bundled libraries when torchvision loads triton), and pytest imports the Keras
-# test modules before the ones that use torchvision.
+# torchvision must be imported before TensorFlow: the other order crashes the interpreter with the
+# wheels of torchvision 0.29.1 and tensorflow 2.20 (a segmentation fault on import).
 pytest.importorskip("torchvision")
 nn = torch.nn
 

@@ -22,13 +22,13 @@ def namespace(*arrays: Any) -> Any:
     return array_api_compat.array_namespace(*arrays)
 
 
-def constant_like(value: np.ndarray, like: Any, xp: Any, dtype: Any = None) -> Any:
+def constant_like(value: Any, like: Any, xp: Any, dtype: Any = None) -> Any:
     """Return the NumPy array ``value`` in namespace ``xp``, on the device of ``like``.
 
     The dtype is ``dtype`` if given, else that of ``like``.
     """
     dtype = like.dtype if dtype is None else dtype
-    if isinstance(value, np.ndarray) and not value.flags.writeable:  # frameworks refuse read-only
+    if isinstance(value, np.ndarray) and not value.flags.writeable:  # frameworks refuse it
         value = value.copy()
     if hasattr(xp, "constant_like"):
         return xp.constant_like(value, like, dtype)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,3 +31,12 @@ def describe(value: Any) -> str:
     """A short description of ``value`` for error messages: its type, and shape if it has one."""
     shape = getattr(value, "shape", None)
     return type(value).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
+
+
+def unknown_layer(what: str, name: str, names: Sequence[str], kind: str = "layer") -> ValueError:
+    """The error for a layer ``name`` that the model does not have, listing the nearest names."""
+    near = difflib.get_close_matches(name, names, n=5, cutoff=0.3) or list(names[-5:])
+    return ValueError(
+        f"{what}: the model has no {kind} named {name!r}; nearest names: "
+        + ", ".join(repr(n) for n in near)
+    )

@@ -19,7 +19,6 @@ gradient raises; nothing is stored on the model or its layers.
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcampp.backends.base import Batch, describe
+from gradcampp.backends.base import Batch, describe, unknown_layer
 from gradcampp.targets import TargetPlan
 
 LayerRef = str | int | keras.layers.Layer | None
@@ -170,12 +169,7 @@ class KerasBackend:
             for candidate in self._layers:
                 if candidate.name == layer:
                     return self._check_format(candidate, what)
-            names = [candidate.name for candidate in self._layers]
-            near = difflib.get_close_matches(layer, names, n=5, cutoff=0.3) or names[-5:]
-            raise ValueError(
-                f"{what}: the model has no layer named {layer!r}; nearest names: "
-                + ", ".join(repr(name) for name in near)
-            )
+            raise unknown_layer(what, layer, [candidate.name for candidate in self._layers])
         if isinstance(layer, keras.layers.Layer):
             if not any(candidate is layer for candidate in self._layers):
                 raise ValueError(f"{what} {layer.name!r} is not a layer of the model")

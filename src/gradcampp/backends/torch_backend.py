@@ -12,7 +12,6 @@ module is restored (the pass itself runs in eval mode), also when something rais
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradcampp.backends.base import Batch, describe
+from gradcampp.backends.base import Batch, describe, unknown_layer
 from gradcampp.targets import TargetPlan
 
 
@@ -72,12 +71,7 @@ class TorchBackend:
         if isinstance(layer, str):
             modules = dict(self.model.named_modules())
             if layer not in modules or layer == "":
-                names = [name for name in modules if name]
-                near = difflib.get_close_matches(layer, names, n=5, cutoff=0.3) or names[-5:]
-                raise ValueError(
-                    f"{what}: the model has no module named {layer!r}; nearest names: "
-                    + ", ".join(repr(name) for name in near)
-                )
+                raise unknown_layer(what, layer, [name for name in modules if name], "module")
             return modules[layer]
         if isinstance(layer, torch.nn.Module):
             if layer not in self._names:
