@@ -117,18 +117,18 @@ class GradCAM:
             stop = min(start + self.batch_size, n)
             acts, grads = self.backend.capture(batch.x[start:stop], plan, start, stop)
             maps = class_activation_map(acts, self._weights(acts, grads))
+            xp = namespace(maps)
+            if not bool(xp.all(xp.isfinite(maps))):
+                raise ValueError(
+                    "the explanation is not finite: the model's gradients overflow "
+                    "(run the model in float32)"
+                )
             if upsample:
                 maps = resize(maps, batch.spatial, kernel_table=self.variant == "xplique")
                 if self.variant != "xplique":
-                    maps = namespace(maps).maximum(maps, 0.0)
+                    maps = xp.maximum(maps, 0.0)
             chunks.append(maps)
-        xp = namespace(chunks[0])
         maps = xp.concat(chunks, axis=0) if len(chunks) > 1 else chunks[0]
-        if not bool(xp.all(xp.isfinite(maps))):
-            raise ValueError(
-                "the explanation is not finite: the model's gradients overflow "
-                "(run the model in float32)"
-            )
         return batch.finish(maps if plan.multi else maps[:, 0, ...])
 
     __call__ = explain

@@ -95,13 +95,19 @@ def gradcampp_weights(acts: Any, grads: Any, variant: Variant = "paper") -> Any:
         return xp.mean(g2 / denom * xp.maximum(grads, 0.0), axis=axes)
     if variant not in ("paper", "authors"):
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    denom = 2.0 + xp.sum(a, axis=axes, keepdims=True) * grads
+    sums = xp.sum(a, axis=axes, keepdims=True)
+    if variant == "paper":
+        # relu(g) / (2 + s relu(g)): g / (2 + s g) where g > 0, and 0 where g <= 0; a zero
+        # denominator (g > 0, s g = -2) is divided into infinity, which gives the guard's 0.
+        positive_part = xp.maximum(grads, 0.0)
+        denom = 2.0 + sums * positive_part
+        return xp.sum(positive_part / xp.where(denom == 0, float("inf"), denom), axis=axes)
+    denom = 2.0 + sums * grads
     defined = (grads != 0) & (denom != 0)
     alpha = xp.where(defined, 1.0 / xp.where(defined, denom, 1.0), 0.0)
     positive = grads > 0
-    if variant == "authors":
-        norm = xp.sum(xp.where(positive, alpha, 0.0), axis=axes, keepdims=True)
-        alpha = alpha / xp.where(norm != 0, norm, 1.0)
+    norm = xp.sum(xp.where(positive, alpha, 0.0), axis=axes, keepdims=True)
+    alpha = alpha / xp.where(norm != 0, norm, 1.0)
     return xp.sum(xp.where(positive, alpha * grads, 0.0), axis=axes)
 
 
