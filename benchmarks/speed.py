@@ -436,10 +436,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 # --------------------------------------------------------------------------- Keras (optional)
 
 
-def _cell(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def keras_section(args: argparse.Namespace) -> list[str]:
     """The rows of ``benchmarks/keras_speed.py`` as a table, or a note when it is absent."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -456,7 +452,13 @@ def keras_section(args: argparse.Namespace) -> list[str]:
     if not rows:
         return ["", "Keras backend: `keras_speed.rows` returned no rows."]
     header = list(rows[0])
-    body = [[_cell(row.get(key, "")) for key in header] for row in rows]
+    body = [
+        [
+            _cell(v, ".3f") if isinstance(v, float) else str(v)
+            for v in (row.get(k, "") for k in header)
+        ]
+        for row in rows
+    ]
     return [
         "",
         "### Keras backend (from `benchmarks/keras_speed.py`)",
