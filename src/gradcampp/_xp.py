@@ -33,3 +33,12 @@ def constant_like(value: Any, like: Any, xp: Any, dtype: Any = None) -> Any:
     if hasattr(xp, "constant_like"):
         return xp.constant_like(value, like, dtype)
     return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """``value`` (NumPy array, PyTorch or TensorFlow tensor, nested sequence) as NumPy."""
+    if hasattr(value, "detach"):  # torch tensors, wherever they live
+        value = value.detach().cpu()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy()
+    return np.asarray(value)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._xp import constant_like, namespace
+from gradcampp._xp import constant_like, namespace, to_numpy
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,8 @@ class Classes:
     indices: Any
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensors, wherever they live
-        value = value.detach().cpu()
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
-        value = value.numpy()
-    return np.asarray(value)
-
-
 def _class_indices(value: Any, what: str) -> np.ndarray:
-    array = _to_numpy(value)
+    array = to_numpy(value)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"{what} must hold integer class indices, got dtype {array.dtype}")
     if array.size and array.min() < 0:
@@ -197,7 +189,7 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
         if indices.ndim != 2 or indices.shape[0] != n or indices.shape[1] == 0:
             raise ValueError(
                 f"Classes(indices) must have shape ({n}, T) or (T,) with T >= 1, "
-                f"got {_to_numpy(targets.indices).shape}"
+                f"got {to_numpy(targets.indices).shape}"
             )
         return TargetPlan(n, multi=True, indices=indices)
     if isinstance(targets, bool):
@@ -205,7 +197,7 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
     if isinstance(targets, int | np.integer):
         indices = _class_indices(np.full((n, 1), int(targets)), "targets")
         return TargetPlan(n, multi=False, indices=indices)
-    array = _to_numpy(targets)
+    array = to_numpy(targets)
     if array.ndim == 1:
         if not np.issubdtype(array.dtype, np.integer):
             raise TypeError(

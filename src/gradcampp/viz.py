@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcampp._xp import to_numpy
 from gradcampp.resize import resize
 
 __all__ = ["colorize", "normalize_map", "overlay", "plot_explanations", "to_rgb"]
@@ -28,11 +29,7 @@ _CHANNELS = (1, 3, 4)
 
 def _numpy(value: Any, what: str) -> np.ndarray:
     """``value`` (NumPy, torch, TensorFlow or nested sequences) as a NumPy array."""
-    if hasattr(value, "detach"):  # torch, wherever it lives
-        value = value.detach().cpu()
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
-        value = value.numpy()
-    array = np.asarray(value)
+    array = to_numpy(value)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
     return array

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from gradcampp._xp import to_numpy
+
 
 def as_numpy(value: Any, what: str, dtype: Any = np.float64) -> np.ndarray:
     """``value`` (NumPy array, torch or TensorFlow tensor, nested sequence) as a NumPy array.
@@ -18,11 +20,7 @@ def as_numpy(value: Any, what: str, dtype: Any = np.float64) -> np.ndarray:
     Raises:
         TypeError: when ``value`` is not numeric.
     """
-    if hasattr(value, "detach"):  # torch tensors, wherever they live
-        value = value.detach().cpu().numpy()
-    elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TensorFlow tensors
-        value = value.numpy()
-    array = np.asarray(value)
+    array = to_numpy(value)
     if array.dtype == object or not (
         np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
     ):
