@@ -200,7 +200,9 @@ def test_top_k_and_target(tmp_path, images, tiny_spec):
         == EXIT_OK
     )
     record = json.loads((out / "dog.json").read_text())
-    assert record["explained"] == [{"class_index": 4, "class_name": "class 4"}]
+    (explained,) = record["explained"]
+    probability = {row["class_index"]: row["probability"] for row in record["top_classes"]}[4]
+    assert explained == {"class_index": 4, "class_name": "class 4", "probability": probability}
 
 
 def test_class_names_file_and_name_target(tmp_path, images, tiny_spec):
@@ -210,7 +212,8 @@ def test_class_names_file_and_name_target(tmp_path, images, tiny_spec):
     args = ["explain", str(images / "dog.png"), "--model", tiny_spec, "--size", "16"]
     assert main([*args, "--classes", str(names), "--target", "eel", "--out", str(out), "-q"]) == 0
     record = json.loads((out / "dog.json").read_text())
-    assert record["explained"] == [{"class_index": 4, "class_name": "eel"}]
+    (explained,) = record["explained"]
+    assert (explained["class_index"], explained["class_name"]) == (4, "eel")
     assert {row["class_name"] for row in record["top_classes"]} == {
         "ant",
         "bee",

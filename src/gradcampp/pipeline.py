@@ -16,8 +16,6 @@ and for the run ``predictions.csv`` (one line per image and top class) and ``ind
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 import sys
 import time
@@ -29,11 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from gradcampp.explainers import GradCAM, GradCAMPP
-from gradcampp.images import ImageReadError, read_batches, save_png
 from gradcampp.model_specs import LoadedModel, ModelSpecError
-from gradcampp.report import Panel, ReportEntry, write_report
-from gradcampp.targets import Classes
-from gradcampp.viz import overlay
 
 METHODS: dict[str, tuple[type[GradCAM], str]] = {
     "gradcampp": (GradCAMPP, "Grad-CAM++"),
@@ -139,8 +133,14 @@ def explain_images(
     progress: bool = True,
     notes: Callable[[Path], str] | None = None,
     title: str = "Grad-CAM++ explanations",
+    overlays: bool = True,
+    format: str = "files",
+    full_size: bool = False,
+    resume: bool = False,
+    report_sample: int | None = None,
 ) -> RunResult:
-    """Explain ``paths`` with ``loaded`` and write the files listed in the module docstring.
+    """Explain ``paths`` with ``loaded`` in this process and write the files listed in the module
+    docstring (the local engine, ``gradcampp.engines.local``).
 
     Args:
         loaded: the model with its preprocessing and class names.
@@ -156,183 +156,39 @@ def explain_images(
         progress: show a progress bar on stderr (only for more than 3 images).
         notes: per input path, a text shown under its name in the report (e.g. ground truth).
         title: the report's title.
+        overlays: write the PNG pictures and the report (False: maps and predictions only).
+        format: ``"files"`` or ``"parquet"`` (see ``gradcampp.engines.parquet``).
+        full_size: Parquet maps at the input's resolution instead of the layer's.
+        resume: explain only what a previous run into ``out_dir`` left undone.
+        report_sample: keep the report to this many images (None: all).
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    explainers = make_explainers(loaded, methods, layer, batch_size)
-    result = RunResult(out_dir, None)
-    names = dict(zip(paths, unique_names(paths), strict=True))
-    entries: list[ReportEntry] = []
-    csv_rows: list[list[Any]] = []
-    bar = Progress(len(paths), progress and len(paths) > 3)
-    for group in read_batches(paths, batch_size):
-        good = []
-        for path, image in group:
-            if isinstance(image, ImageReadError):
-                result.skipped.append((str(path), image.reason))
-            else:
-                good.append((path, image))
-        if good:
-            _explain_group(
-                loaded,
-                explainers,
-                good,
-                names,
-                out_dir,
-                target,
-                top_k,
-                show_top,
-                cmap,
-                alpha,
-                notes,
-                result,
-                entries,
-                csv_rows,
-            )
-        bar.update(len(group))
-    bar.close()
-    with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["image", "input", "rank", "class_index", "class_name", "probability"])
-        writer.writerows(csv_rows)
-    columns = _columns(methods, top_k)
-    details = [f"Model: {loaded.description}"]
-    if result.layer is not None:
-        details.append(f"Explained layer: {result.layer}")
-    details.append(
-        f"{len(result.records)} image(s) explained"
-        + (f", {len(result.skipped)} skipped" if result.skipped else "")
-    )
-    result.report = write_report(
-        out_dir,
-        entries,
-        columns=columns,
-        title=title,
-        details=details,
-        skipped=result.skipped,
+    from gradcampp.engines.local import run_local
+    from gradcampp.engines.work import Settings
+
+    settings = Settings(
+        methods=tuple(methods),
+        target=target,
+        top_k=top_k,
+        layer=layer,
+        batch_size=batch_size,
+        show_top=show_top,
         cmap=cmap,
+        alpha=alpha,
+        overlays=overlays,
+        format=format,
+        full_size=full_size,
     )
-    return result
-
-
-def _columns(methods: Sequence[str], top_k: int | None) -> list[str]:
-    ranks = range(1, (top_k or 1) + 1)
-    return [
-        METHODS[m][1] + (f" (class #{rank})" if top_k else "") for m in methods for rank in ranks
-    ]
-
-
-def _explain_group(
-    loaded: LoadedModel,
-    explainers: dict[str, GradCAM],
-    good: list[tuple[Path, np.ndarray]],
-    names: dict[Path, str],
-    out_dir: Path,
-    target: int | None,
-    top_k: int | None,
-    show_top: int,
-    cmap: str,
-    alpha: float,
-    notes: Callable[[Path], str] | None,
-    result: RunResult,
-    entries: list[ReportEntry],
-    csv_rows: list[list[Any]],
-) -> None:
-    pre = loaded.preprocess
-    views = [pre.view(image) for _, image in good]
-    x = np.stack([pre.input(view) for view in views])
-    probs = loaded.predict(x)
-    n_classes = probs.shape[1]
-    if target is not None and target >= n_classes:
-        raise ModelSpecError(
-            f"--target {target} is out of range: the model has {n_classes} classes"
-        )
-    if top_k is not None and top_k > n_classes:
-        raise ModelSpecError(f"--top-k {top_k} exceeds the model's {n_classes} classes")
-    order = np.argsort(-probs, axis=1, kind="stable")
-    if target is not None:
-        explained = np.full((len(good), 1), target, dtype=np.int64)
-    else:
-        explained = np.ascontiguousarray(order[:, : top_k or 1])
-    maps = {}
-    for method, explainer in explainers.items():
-        found = np.asarray(explainer.explain(x, Classes(explained)), dtype=np.float32)
-        if found.ndim == 5 and found.shape[-1] == 1:  # Keras: (N, T, H, W, 1), as xplique
-            found = found[..., 0]
-        maps[method] = found
-        if result.layer is None:
-            if loaded.framework == "torch":
-                import torch
-
-                result.layer = explainer.backend.layer_name(torch.from_numpy(x[:1]))
-    for i, ((path, _), view) in enumerate(zip(good, views, strict=True)):
-        name = names[path]
-        display = _display(view)
-        input_file = f"{name}.input.png"
-        save_png(out_dir / input_file, display)
-        top = [
-            {
-                "rank": rank + 1,
-                "class_index": int(c),
-                "class_name": _class_name(loaded.classes, int(c)),
-                "probability": float(probs[i, c]),
-            }
-            for rank, c in enumerate(order[i, :show_top])
-        ]
-        for row in top:
-            csv_rows.append(
-                [
-                    name,
-                    str(path),
-                    row["rank"],
-                    row["class_index"],
-                    row["class_name"],
-                    f"{row['probability']:.6f}",
-                ]
-            )
-        files: dict[str, Any] = {"input": input_file, "overlays": {}, "maps": {}}
-        panels = []
-        for method in explainers:
-            per_image = maps[method][i]  # (T, H, W)
-            map_file = f"{name}.{method}.npy"
-            np.save(out_dir / map_file, per_image if top_k else per_image[0])
-            files["maps"][method] = map_file
-            overlays = []
-            for t, c in enumerate(explained[i]):
-                label = _class_name(loaded.classes, int(c))
-                suffix = f".{t + 1}-{_slug(label)}" if top_k else ""
-                png = f"{name}.{method}{suffix}.png"
-                save_png(out_dir / png, overlay(display, per_image[t], cmap=cmap, alpha=alpha))
-                overlays.append(png)
-                panels.append(Panel(png, f"{label} ({100 * probs[i, c]:.1f}%)"))
-            files["overlays"][method] = overlays if top_k else overlays[0]
-        record = {
-            "input": str(path),
-            "name": name,
-            "model": loaded.description,
-            "layer": result.layer,
-            "size": list(view.shape[:2]),
-            "top_classes": top,
-            "explained": [
-                {"class_index": int(c), "class_name": _class_name(loaded.classes, int(c))}
-                for c in explained[i]
-            ],
-            "files": files,
-        }
-        (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        result.records.append(record)
-        entries.append(
-            ReportEntry(
-                name=path.name,
-                image=input_file,
-                panels=panels,
-                predictions=[(row["class_name"], row["probability"]) for row in top],
-                note=notes(path) if notes is not None else "",
-                files=[
-                    *((f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in explainers),
-                    ("predictions (.json)", f"{name}.json"),
-                ],
-            )
-        )
+    return run_local(
+        loaded,
+        paths,
+        out_dir,
+        settings,
+        resume=resume,
+        report_sample=report_sample,
+        title=title,
+        notes=notes,
+        progress=progress,
+    )
