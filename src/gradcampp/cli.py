@@ -202,7 +202,84 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, auto (default: cpu)"
     )
     _add_output_options(explain, "gradcampp-out")
+    _add_engine_options(explain)
     return parser
+
+
+def _gpus(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+ENGINE_HELP = """engines:
+  local                    this process (default)
+  ray                      a Ray cluster (pip install "gradcampp[ray]"): one model per worker,
+                           images streamed through Ray Data; without --address a local Ray is
+                           started for the run with --workers CPUs. The same files as local."""
+
+
+def _add_engine_options(explain: argparse.ArgumentParser) -> None:
+    """The options of where a run executes and of what it writes for large data sets."""
+    group = explain.add_argument_group("engine and large runs", ENGINE_HELP)
+    group.add_argument("--engine", choices=["local", "ray"], default="local", help="(local)")
+    group.add_argument(
+        "--address", metavar="ADDR", help="Ray cluster to join (auto, HOST:PORT, ray://...)"
+    )
+    group.add_argument(
+        "--workers", type=_positive, metavar="N", help="Ray workers, each with one model"
+    )
+    group.add_argument(
+        "--gpus-per-worker", type=_gpus, default=0.0, metavar="G", help="GPUs per Ray worker (0)"
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="explain only the images a previous run into --out did not finish",
+    )
+    group.add_argument(
+        "--no-overlays",
+        action="store_true",
+        help="write no pictures and no report: maps and predictions only",
+    )
+    group.add_argument(
+        "--format",
+        choices=["files", "parquet"],
+        default="files",
+        help="files: a .npy and a .json per image (default); parquet: one Parquet dataset "
+        "explanations.parquet of maps and predictions",
+    )
+    group.add_argument(
+        "--full-size",
+        action="store_true",
+        help="Parquet maps at the input's size (default: the explained layer's)",
+    )
+    group.add_argument(
+        "--report-sample",
+        type=_positive,
+        metavar="K",
+        help="show K images in the report, spread over the inputs (default: all)",
+    )
+
+
+def _engine_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the engine options, or None."""
+    if args.engine == "local":
+        given = [
+            flag
+            for flag, value in (
+                ("--address", args.address),
+                ("--workers", args.workers),
+                ("--gpus-per-worker", args.gpus_per_worker or None),
+            )
+            if value is not None
+        ]
+        if given:
+            return f"{', '.join(given)} need --engine ray"
+    if args.full_size and args.format != "parquet":
+        return "--full-size applies to --format parquet (the .npy maps are always full size)"
+    return None
 
 
 def _error(message: str, code: int) -> int:
@@ -221,7 +298,8 @@ def _report(result: object, quiet: bool, stream: object = None) -> int:
     if not quiet:
         skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
         print(f"Explained {len(result.records)} image(s){skipped}; results in {result.out_dir}")
-        print(f"Report: {result.report.resolve() if result.report else None}")
+        if result.report is not None:
+            print(f"Report: {result.report.resolve()}")
     return EXIT_SKIPPED if result.skipped else EXIT_OK
 
 
@@ -244,36 +322,36 @@ def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | No
 
 def run_explain(args: argparse.Namespace) -> int:
     """``gradcampp explain``: load the model, explain the inputs, write the results."""
-    from dataclasses import replace
-
+    from gradcampp.engines import run_job
+    from gradcampp.engines.recipe import ModelRecipe
+    from gradcampp.engines.work import Settings
     from gradcampp.images import find_images
-    from gradcampp.model_specs import ModelSpecError, load_model, read_class_names
-    from gradcampp.pipeline import METHODS, explain_images
+    from gradcampp.model_specs import ModelSpecError, read_class_names
+    from gradcampp.pipeline import METHODS
 
+    problem = _engine_usage(args)
+    if problem is not None:
+        return _error(problem, EXIT_USAGE)
     out_dir = Path(args.out)
     paths = find_images(args.inputs, exclude=out_dir)
     if not paths:
         return _error("no image found in " + " ".join(args.inputs), EXIT_USAGE)
     try:
-        loaded = load_model(
-            args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device
+        recipe = ModelRecipe(
+            args.model,
+            weights=args.weights,
+            allow_pickle=args.allow_pickle,
+            device=args.device,
+            classes=read_class_names(args.classes) if args.classes else None,
+            size=args.size,
+            mean=args.mean,
+            std=args.std,
         )
-        if args.classes:
-            loaded.classes = read_class_names(args.classes)
-        pre = loaded.preprocess
-        if args.size is not None:
-            pre = replace(pre, size=args.size, resize=None)
-        if args.mean is not None:
-            pre = replace(pre, mean=args.mean)
-        if args.std is not None:
-            pre = replace(pre, std=args.std)
-        loaded.preprocess = pre
+        # the Ray engine loads the model here only to check the job: on the CPU
+        loaded = recipe.load(device="cpu" if args.engine == "ray" else None)
         target = _resolve_target(args.target, loaded.classes)
         methods = ("gradcampp", "gradcam") if args.method == "both" else (args.method,)
-        result = explain_images(
-            loaded,
-            paths,
-            out_dir,
+        settings = Settings(
             methods=methods,
             target=target,
             top_k=args.top_k,
@@ -281,12 +359,33 @@ def run_explain(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             cmap=args.cmap,
             alpha=args.alpha,
+            overlays=not args.no_overlays,
+            format=args.format,
+            full_size=args.full_size,
+        )
+        ray_options = {}
+        if args.engine == "ray":
+            ray_options = {
+                "address": args.address,
+                "workers": args.workers,
+                "gpus_per_worker": args.gpus_per_worker,
+            }
+        result = run_job(
+            recipe,
+            paths,
+            out_dir,
+            settings,
+            engine=args.engine,
+            loaded=loaded,
+            resume=args.resume,
+            report_sample=args.report_sample,
             progress=not args.quiet,
             title=" and ".join(METHODS[m][1] for m in methods) + " explanations",
+            **ray_options,
         )
     except ModelSpecError as error:
         return _error(str(error), EXIT_MODEL)
-    except ValueError as error:  # e.g. an unknown colour map
+    except (ValueError, ImportError, ConnectionError) as error:  # e.g. an unknown colour map
         return _error(str(error), EXIT_USAGE)
     return _report(result, args.quiet)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,8 +147,16 @@ class BatchMaps:
 
 def upsample(maps: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Maps ``(..., h, w)`` at the layer's resolution -> ``(..., H, W)``: bicubic resize
-    (``gradcampp.resize``) clipped at zero, float32."""
-    return np.maximum(resize(np.asarray(maps, dtype=np.float32), tuple(size)), np.float32(0.0))
+    (``gradcampp.resize``) clipped at zero, float32, as ``explain(..., upsample=True)`` does.
+
+    The products run in PyTorch when it is loaded (NumPy's stacked ``matmul`` is many times
+    slower), else in NumPy; the two agree to float32 rounding.
+    """
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.clamp_min(resize(torch.from_numpy(maps), tuple(size)), 0.0).numpy()
+    return np.maximum(resize(maps, tuple(size)), np.float32(0.0))
 
 
 class ImageWork:
