@@ -297,7 +297,11 @@ def _report(result: object, quiet: bool, stream: object = None) -> int:
         return _error("no input could be read; nothing was explained", EXIT_NOTHING)
     if not quiet:
         skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
-        print(f"Explained {len(result.records)} image(s){skipped}; results in {result.out_dir}")
+        earlier = f" ({result.resumed} by an earlier run)" if result.resumed else ""
+        print(
+            f"Explained {len(result.records)} image(s){earlier}{skipped}; "
+            f"results in {result.out_dir}"
+        )
         if result.report is not None:
             print(f"Report: {result.report.resolve()}")
     return EXIT_SKIPPED if result.skipped else EXIT_OK

@@ -72,6 +72,7 @@ class RunResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     layer: str | None = None
+    resumed: int = 0  # records of an earlier run into the same directory (--resume)
 
 
 def _slug(text: str) -> str:

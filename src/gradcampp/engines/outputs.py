@@ -252,6 +252,7 @@ def finish_run(
     where = {str(p): i for i, p in enumerate(plan.paths)}
     skipped_sorted = sorted(dict(skipped).items(), key=lambda s: where.get(s[0], len(where)))
     result = RunResult(out_dir, None, records=ordered, skipped=skipped_sorted)
+    result.resumed = len(set(r["name"] for r in plan.done) - set(r["name"] for r in records))
     result.layer = next((r["layer"] for r in ordered if r.get("layer")), None)
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
