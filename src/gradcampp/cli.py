@@ -270,9 +270,9 @@ def prepare_out_dir(out_dir: Path) -> None:
     from gradcampp.outputs import display_path
 
     shown = display_path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputDirError(f"--out {shown} is a file, not a directory")
     try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputDirError(f"--out {shown} is a file, not a directory")
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise OutputDirError(

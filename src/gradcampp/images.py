@@ -197,6 +197,10 @@ def read_image(
                 )
     except ImageReadError:
         raise
+    except image_module.DecompressionBombError as error:  # type: ignore[attr-defined]
+        raise ImageReadError(
+            path, f"more than the limit of {max_pixels:,} pixels; shrink the image first ({error})"
+        ) from error
     except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
         text = str(error)
         for form in (repr(str(path)), f"'{path}'", str(path)):

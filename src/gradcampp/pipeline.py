@@ -161,8 +161,9 @@ def check_layer_name(loaded: LoadedModel, layer: str | None) -> None:
         hint = "no name is close to it; the model's top-level layers are " + ", ".join(
             repr(name) for name in top
         )
-        if loaded.framework == "torch":
-            hint += " (dotted names reach inner ones, e.g. 'block.0')"
+        dotted = [name for name in names if "." in name]
+        if dotted:
+            hint += f" (dotted names reach inner ones, e.g. {dotted[-1]!r})"
     raise ModelSpecError(f"--layer: the model has no layer named {layer!r}; {hint}")
 
 
