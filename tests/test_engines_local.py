@@ -46,8 +46,12 @@ def reference(shapes, tmp_path_factory) -> Path:
 
 
 def csv_rows(out: Path) -> list[dict[str, str]]:
+    """The rows of ``predictions.csv``, inputs resolved (they are relative to ``out``)."""
     with open(out / "predictions.csv", newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
+        rows = list(csv.DictReader(file))
+    for row in rows:
+        row["input"] = str((out / row["input"]).resolve())
+    return rows
 
 
 def test_resume_explains_only_the_missing_images(shapes, reference, tmp_path):
@@ -59,14 +63,14 @@ def test_resume_explains_only_the_missing_images(shapes, reference, tmp_path):
     for name in missing:
         (out / f"{name}.json").unlink()
     (out / "shape-05.gradcampp.npy").unlink()
-    (out / ".shape-09.gradcampp.npy.123-abcd.tmp").write_bytes(b"half")
+    (out / ".tmp-abcd1234.part").write_bytes(b"half")
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     assert explain(shapes, out, "--batch-size", "4", "--resume") == EXIT_OK
     assert sorted(p.name for p in out.glob("*.json")) == sorted(
         [*kept, *(f"{name}.json" for name in missing)]
     )
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # not rewritten
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".tmp-*"))
     for npy in reference.glob("*.npy"):
         np.testing.assert_allclose(np.load(out / npy.name), np.load(npy), atol=1e-6, rtol=0)
     assert csv_rows(out) == csv_rows(reference)

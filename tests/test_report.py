@@ -35,11 +35,13 @@ def test_report_links_relative_files_and_escapes_text(tmp_path):
     index = write_report(tmp_path, [_entry()], columns=["Grad-CAM++"], details=["Model: m<1>"])
     page = index.read_text()
     assert index == tmp_path / "index.html"
-    assert 'src="a.png"' in page and 'src="a.x.png"' in page and 'src="colorbar.png"' in page
-    assert 'href="a.npy"' in page
+    assert 'src="./a.png"' in page and 'src="./a.x.png"' in page
+    assert 'src="./colorbar.png"' in page
+    assert 'href="./a.npy"' in page
     assert str(tmp_path) not in page  # nothing absolute: the folder can be moved
     assert "a&lt;b&gt;.png" in page and "dog &amp; co" in page and "m&lt;1&gt;" in page
     assert "<th>Image</th><th>Grad-CAM++</th><th>Top classes</th>" in page
+    assert 'href="https://arxiv.org/abs/1710.11063"' in page  # how to read the two methods
     assert "90.0%" in page and "10.0%" in page
 
 

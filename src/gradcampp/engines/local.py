@@ -6,12 +6,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gradcampp.engines.outputs import finish_run, plan_run
 from gradcampp.engines.parquet import part_path
 from gradcampp.engines.work import ImageWork, Settings
-from gradcampp.images import ImageReadError, read_batches
+from gradcampp.images import ImageReadError
 from gradcampp.model_specs import LoadedModel
-from gradcampp.pipeline import Progress, RunResult
+from gradcampp.outputs import display_path
+from gradcampp.pipeline import RunResult, progress_bar, read_views
 
 
 def run_local(
@@ -28,9 +31,12 @@ def run_local(
 ) -> RunResult:
     """Explain ``paths`` with ``loaded`` in this process and write every output file.
 
+    Memory is bounded by the group: each image is reduced to the model's view as it is read.
+
     Args:
         loaded: the model with its preprocessing and class names.
-        paths: the inputs, in order; unreadable ones are skipped and listed in the result.
+        paths: the inputs, in order; unreadable ones, and ones the model fails on, are skipped
+            and listed in the result.
         out_dir: the output directory (created if needed).
         settings: what to compute and write.
         resume: explain only the images a previous run into ``out_dir`` did not finish.
@@ -48,19 +54,36 @@ def run_local(
     names = {plan.paths[i]: plan.names[i] for i in plan.todo}
     records: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
-    bar = Progress(len(todo), progress and len(todo) > 3)
-    for group_index, group in enumerate(read_batches(todo, settings.batch_size)):
-        good = []
-        for path, image in group:
-            if isinstance(image, ImageReadError):
-                skipped.append((str(path), image.reason))
-            else:
-                good.append((path, names[path], image))
-        part = part_path(out_dir, plan.run_id, group_index)
-        records.extend(work.run(good, out_dir, part if settings.format == "parquet" else None))
-        bar.update(len(group))
-    bar.close()
-    return finish_run(
+    remarks: list[str] = []
+    bar = progress_bar(len(todo), progress and len(todo) > 3)
+    pending: list[tuple[Path, str, np.ndarray]] = []
+    groups = 0
+
+    def flush() -> None:
+        nonlocal groups
+        if not pending:
+            return
+        part = part_path(out_dir, plan.run_id, groups) if settings.format == "parquet" else None
+        done = work.run(pending, out_dir, part)
+        records.extend(done.records)
+        skipped.extend(done.skipped)
+        bar.update(len(pending))
+        pending.clear()
+        groups += 1
+
+    try:
+        for path, view in read_views(todo, loaded.preprocess, remarks):
+            if isinstance(view, ImageReadError):
+                skipped.append((display_path(path), view.reason))
+                bar.update(1)
+                continue
+            pending.append((path, names[path], view))
+            if len(pending) == settings.batch_size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+    result = finish_run(
         plan,
         out_dir,
         loaded,
@@ -71,3 +94,5 @@ def run_local(
         notes=notes,
         report_sample=report_sample,
     )
+    result.notes.extend(remarks)
+    return result

@@ -22,10 +22,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradcampp._files import write_text
 from gradcampp.engines.parquet import DATASET, read_records
-from gradcampp.engines.work import Settings, is_temporary, write_text_atomic
+from gradcampp.engines.work import Settings, is_temporary
 from gradcampp.model_specs import LoadedModel
-from gradcampp.pipeline import METHODS, RunResult, unique_names
+from gradcampp.outputs import (
+    add_to_manifest,
+    csv_cell,
+    display_path,
+    free_run_file,
+    relative_path,
+    unique_names,
+)
+from gradcampp.pipeline import METHODS, RunResult
 from gradcampp.report import Panel, ReportEntry, write_report
 
 RUN_FILE = ".gradcampp-run"
@@ -81,7 +90,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _complete(out_dir: Path, record: Any, path: Path) -> bool:
     """Whether ``record`` is of input ``path`` and every file it lists exists."""
-    if not isinstance(record, dict) or record.get("input") != str(path):
+    if not isinstance(record, dict) or record.get("input") != relative_path(path, out_dir):
         return False
     files = record.get("files", {})
     listed = [files.get("input")]
@@ -121,7 +130,7 @@ def plan_run(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = list(paths)
-    names = unique_names(paths)
+    names = unique_names(paths, out_dir, settings.methods)
     current = run_settings(loaded, settings)
     run_file = out_dir / RUN_FILE
     previous = None
@@ -143,7 +152,7 @@ def plan_run(
     if not resume:  # a fresh run replaces the dataset of an earlier one, never adds to it
         for part in (out_dir / DATASET).glob("part-*.parquet"):
             part.unlink()
-    write_text_atomic(run_file, json.dumps(current, indent=2))
+    write_text(run_file, json.dumps(current, indent=2))
     plan = RunPlan(paths, names, list(range(len(paths))))
     if previous is None:
         return plan
@@ -162,11 +171,11 @@ def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
     """The ``predictions.csv`` rows of one record: one per top class."""
     return [
         [
-            record["name"],
-            record["input"],
+            csv_cell(record["name"]),
+            csv_cell(record["input"]),
             row["rank"],
             row["class_index"],
-            row["class_name"],
+            csv_cell(row["class_name"]),
             f"{row['probability']:.6f}",
         ]
         for row in record["top_classes"]
@@ -198,13 +207,8 @@ def report_entry(record: dict[str, Any], settings: Settings, note: str = "") -> 
 
 
 def report_columns(settings: Settings) -> list[str]:
-    """The overlay columns of the report: one per method and explained rank."""
-    ranks = range(1, (settings.top_k or 1) + 1)
-    return [
-        METHODS[m][1] + (f" (class #{rank})" if settings.top_k else "")
-        for m in settings.methods
-        for rank in ranks
-    ]
+    """The overlay columns of the report: one per method (several classes stack in it)."""
+    return [METHODS[m][1] for m in settings.methods]
 
 
 def sample_indices(n: int, k: int | None) -> list[int]:
@@ -249,19 +253,24 @@ def finish_run(
     by_name = {r["name"]: r for r in plan.done}
     by_name.update({r["name"]: r for r in records})  # a retried image counts once
     ordered = sorted(by_name.values(), key=lambda r: position[r["name"]])
-    where = {str(p): i for i, p in enumerate(plan.paths)}
+    where = {display_path(p): i for i, p in enumerate(plan.paths)}
     skipped_sorted = sorted(dict(skipped).items(), key=lambda s: where.get(s[0], len(where)))
     result = RunResult(out_dir, None, records=ordered, skipped=skipped_sorted)
     result.resumed = len(set(r["name"] for r in plan.done) - set(r["name"] for r in records))
     result.layer = next((r["layer"] for r in ordered if r.get("layer")), None)
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
+    csv_name = free_run_file(out_dir, "predictions.csv", plan.paths)
+    index_name = free_run_file(out_dir, "index.html", plan.paths)
+    colorbar_name = free_run_file(out_dir, "colorbar.png", plan.paths)
+    add_to_manifest(
+        out_dir, [csv_name, *([index_name, colorbar_name] if settings.overlays else [])]
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for record in ordered:
         writer.writerows(csv_rows(record))
-    write_text_atomic(out_dir / "predictions.csv", buffer.getvalue())
+    write_text(out_dir / csv_name, buffer.getvalue())
     if not settings.overlays:
-        (out_dir / "index.html").unlink(missing_ok=True)  # a report of an earlier run
         return result
     shown = [ordered[i] for i in sample_indices(len(ordered), report_sample)]
     entries = [
@@ -284,5 +293,7 @@ def finish_run(
         details=details,
         skipped=skipped_sorted,
         cmap=settings.cmap,
+        index_name=index_name,
+        colorbar_name=colorbar_name,
     )
     return result

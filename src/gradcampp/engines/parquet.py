@@ -7,7 +7,8 @@ complete, so a part file that exists is whole), one row per image. Read it with
 
 Columns (one row per image):
 
-- ``name`` (string): the image's unique name in the run; ``input`` (string): the input file;
+- ``name`` (string): the image's unique name in the run; ``input`` (string): the input file,
+  relative to the output directory;
   ``model`` (string): the model's description; ``layer`` (string, null if unknown): the
   explained layer; ``height``, ``width`` (int32): the image's size as the model saw it.
 - ``top_class_index`` (list<int64>), ``top_class_name`` (list<string>), ``top_probability``
@@ -33,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp.engines.work import Settings, output_files, write_atomic
+from gradcampp._files import write_atomically
+from gradcampp.engines.work import Settings
+from gradcampp.pipeline import result_file_names
 
 DATASET = "explanations.parquet"
 
@@ -109,7 +112,23 @@ def write_part(
             columns[key].append(value)
     table = pa.table(columns, schema=schema(settings))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: pa.parquet.write_table(table, tmp))
+    write_atomically(path, lambda file: pa.parquet.write_table(table, file))
+
+
+def record_files(name: str, settings: Settings, labels: Sequence[str]) -> dict[str, Any]:
+    """The ``files`` entry of a record stored in Parquet: its pictures, no per-image files."""
+    files = result_file_names(name, settings.methods, labels if settings.top_k else None)
+    overlays = {
+        m: (files[m]["overlays"] if settings.top_k else files[m]["overlays"][0])
+        if settings.overlays
+        else None
+        for m in settings.methods
+    }
+    return {
+        "input": files["input"] if settings.overlays else None,
+        "overlays": overlays,
+        "maps": {},
+    }
 
 
 def map_of(row: dict[str, Any], method: str) -> np.ndarray:
@@ -158,7 +177,7 @@ def read_records(out_dir: Path, settings: Settings) -> list[dict[str, Any]]:
                         )
                     ],
                     "explained": explained,
-                    "files": output_files(
+                    "files": record_files(
                         row["name"], settings, [e["class_name"] for e in explained]
                     ),
                 }

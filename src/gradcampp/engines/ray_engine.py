@@ -32,9 +32,10 @@ from gradcampp.engines.outputs import finish_run, plan_run
 from gradcampp.engines.parquet import part_path
 from gradcampp.engines.recipe import ModelRecipe
 from gradcampp.engines.work import ImageWork, Settings
-from gradcampp.images import ImageReadError, read_image
+from gradcampp.images import ImageReadError, read_view
 from gradcampp.model_specs import LoadedModel, ModelSpecError
-from gradcampp.pipeline import Progress, RunResult
+from gradcampp.outputs import display_path
+from gradcampp.pipeline import RunResult, progress_bar
 
 
 def import_ray() -> Any:
@@ -65,10 +66,11 @@ def set_threads(threads: int | None) -> None:
 class FileWorker:
     """One Ray actor of a run: loads the model once, then reads, explains and writes groups.
 
-    Called by ``map_batches`` with rows ``{group, indices, inputs, files, names}`` (one row per
+    Called by ``map_batches`` with rows ``{group, indices, files, names}`` (one row per
     group of images); returns one row per image: ``index`` (its position in the run's inputs),
     ``status`` (``"done"`` or ``"skipped"``) and ``payload`` (the record as JSON, or the reason
-    the image was skipped).
+    the image was skipped); and a row ``(-1, "note", text)`` per remark on an input (e.g. how
+    a float image was scaled).
 
     Args:
         recipe: how to load the model.
@@ -99,33 +101,43 @@ class FileWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Explain and write every group in ``batch``; one output row per image."""
         index, status, payload = [], [], []
-        for group, indices, inputs, files, names in zip(
+        remarks: list[str] = []
+        for group, indices, files, names in zip(
             batch["group"],
             batch["indices"],
-            batch["inputs"],
             batch["files"],
             batch["names"],
             strict=True,
         ):
-            good, good_indices = [], []
-            for i, given, file, name in zip(indices, inputs, files, names, strict=True):
+            good = []
+            position = {}
+            for i, file, name in zip(indices, files, names, strict=True):
+                position[display_path(file)] = int(i)
                 try:
-                    image = read_image(file)
+                    view = read_view(file, self.loaded.preprocess, notes=remarks)
                 except ImageReadError as error:
                     index.append(int(i))
                     status.append("skipped")
                     payload.append(error.reason)
                     continue
-                good.append((Path(given), str(name), image))
-                good_indices.append(int(i))
+                good.append((Path(file), str(name), view))  # absolute: as on the driver
             part = None
             if self.settings.format == "parquet":
                 part = part_path(self.out_dir, self.run_id, int(group))
-            records = self.work.run(good, self.out_dir, part)
-            for i, record in zip(good_indices, records, strict=True):
-                index.append(i)
+            done = self.work.run(good, self.out_dir, part)
+            by_name = {str(name): int(i) for i, name in zip(indices, names, strict=True)}
+            for record in done.records:
+                index.append(by_name[record["name"]])
                 status.append("done")
-                payload.append(json.dumps(record))
+                payload.append(json.dumps(record, ensure_ascii=False))
+            for shown, reason in done.skipped:
+                index.append(position[shown])
+                status.append("skipped")
+                payload.append(reason)
+        for remark in remarks:
+            index.append(-1)
+            status.append("note")
+            payload.append(remark)
         return {
             "index": np.asarray(index, dtype=np.int64),
             "status": np.asarray(status, dtype=object),
@@ -141,7 +153,6 @@ def _groups(plan: Any, batch_size: int) -> list[dict[str, Any]]:
             {
                 "group": number,
                 "indices": list(chunk),
-                "inputs": [str(plan.paths[i]) for i in chunk],
                 "files": [str(plan.paths[i].absolute()) for i in chunk],
                 "names": [plan.names[i] for i in chunk],
             }
@@ -276,6 +287,7 @@ def run_ray(
     plan = plan_run(loaded, paths, out_dir, settings, resume)
     records: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
+    remarks: list[str] = []
     if plan.todo:
         worker_recipe = recipe
         if gpus_per_worker > 0 and recipe.device == "cpu":
@@ -318,14 +330,17 @@ def run_ray(
                 },
                 **remote,
             )
-            bar = Progress(len(plan.todo), progress and len(plan.todo) > 3)
+            bar = progress_bar(len(plan.todo), progress and len(plan.todo) > 3)
             try:
                 for row in dataset.iter_rows():
                     index = int(row["index"])
+                    if row["status"] == "note":
+                        remarks.append(str(row["payload"]))
+                        continue
                     if row["status"] == "done":
                         records.append(json.loads(row["payload"]))
                     else:
-                        skipped.append((str(plan.paths[index]), str(row["payload"])))
+                        skipped.append((display_path(plan.paths[index]), str(row["payload"])))
                     bar.update(1)
             except Exception as error:
                 found = _model_error(error)
@@ -334,7 +349,7 @@ def run_ray(
                 raise
             finally:
                 bar.close()
-    return finish_run(
+    result = finish_run(
         plan,
         out_dir,
         loaded,
@@ -344,3 +359,5 @@ def run_ray(
         title=title,
         report_sample=report_sample,
     )
+    result.notes.extend(dict.fromkeys(remarks))  # a remark repeated by a retried group, once
+    return result
