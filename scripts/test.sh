@@ -13,6 +13,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     fi
 fi
 pip_install -e ".[test,docs]"
+# --engine ray and --format parquet (tests/test_ray_engine.py runs a local Ray with 2 CPUs)
+pip_install "ray[data]==2.60.0"
 # Keras 3 on TensorFlow, and xplique 2.0.2 to compare against. xplique pins tensorflow[and-cuda]
 # (gigabytes of CUDA wheels), so it is installed without its dependencies, followed by what it
 # imports, pinned to versions that keep the TensorFlow above.
