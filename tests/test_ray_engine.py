@@ -211,6 +211,7 @@ def test_explain_batch_in_a_ray_data_pipeline(cluster, shapes):
     from gradcampp import GradCAMPP
     from gradcampp.demo import load_demo_model
     from gradcampp.images import read_image
+    from gradcampp.model_specs import load_model
     from gradcampp.ray import ExplainBatch
 
     files = sorted(shapes.glob("*.png"))[:12]
@@ -224,9 +225,8 @@ def test_explain_batch_in_a_ray_data_pipeline(cluster, shapes):
     ).take_all()
     assert len(out) == 12
     model = load_demo_model()
-    x = torch.from_numpy(
-        np.stack([image.transpose(2, 0, 1) / 255.0 for image in images]).astype(np.float32)
-    )
+    pre = load_model("demo").preprocess  # the inputs exactly as the explainer gets them
+    x = torch.from_numpy(np.stack([pre.input(image) for image in images]))
     expected = GradCAMPP(model).explain(x).numpy()
     logits = model(x).detach().numpy()
     by_image = {row["image"].tobytes(): row for row in out}

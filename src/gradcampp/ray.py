@@ -32,7 +32,7 @@ import numpy as np
 from gradcampp.engines import run_job
 from gradcampp.engines.ray_engine import set_threads
 from gradcampp.engines.recipe import ModelRecipe
-from gradcampp.engines.work import ImageWork, Settings, upsample
+from gradcampp.engines.work import ImageWork, Settings
 from gradcampp.pipeline import RunResult
 
 __all__ = ["ExplainBatch", "explain_files"]
@@ -113,14 +113,19 @@ class ExplainBatch:
             show_top=show_top,
             overlays=False,
             format="parquet",
-            full_size=False,
+            full_size=upsample,  # maps upsampled by the explainer itself, or at the layer's size
         )
         self.loaded = ModelRecipe(model, device=device, **model_options).load()
         self.work = ImageWork(self.loaded, self.settings)
-        self.image_column, self.upsample = image_column, upsample
+        self.image_column = image_column
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """``batch``: a dict of columns (``batch_format="numpy"``, Ray Data's default)."""
+        """``batch``: a dict of columns (``batch_format="numpy"``, Ray Data's default).
+
+        Raises:
+            ValueError: when the image column is missing or an image cannot be explained.
+            TypeError: for images that are not ``uint8``.
+        """
         if self.image_column not in batch:
             raise ValueError(
                 f"the batch has no column {self.image_column!r} (columns: {sorted(batch)}); "
@@ -131,18 +136,24 @@ class ExplainBatch:
         out = dict(batch)
         if not views:
             return out
-        maps = self.work.explain(views)
+        found = self.work.explain(views)
+        failed = [(i, item) for i, item in enumerate(found) if isinstance(item, str)]
+        if failed:
+            i, reason = failed[0]
+            raise ValueError(f"image {i} of the batch cannot be explained: {reason}")
+        explained = np.stack([item.explained for item in found])  # (N, T)
+        probs = np.stack([item.probs for item in found])
+        order = np.stack([item.order for item in found])
         rows = np.arange(len(views))[:, None]
-        explained = maps.explained
-        probability = maps.probs[rows, explained]
+        probability = probs[rows, explained]
         single = self.settings.top_k is None
         out["class_index"] = explained[:, 0] if single else explained
         out["probability"] = probability[:, 0] if single else probability
-        out["top_class_index"] = np.ascontiguousarray(maps.order[:, : self.settings.show_top])
-        out["top_probability"] = maps.probs[rows, out["top_class_index"]]
-        for method, low in maps.low.items():
-            found = upsample(low, pre.size) if self.upsample else low
-            out[method] = found[:, 0] if single else found
+        out["top_class_index"] = np.ascontiguousarray(order[:, : self.settings.show_top])
+        out["top_probability"] = probs[rows, out["top_class_index"]]
+        for method in self.settings.methods:
+            maps = np.stack([item.maps[method] for item in found])  # (N, T, h, w)
+            out[method] = maps[:, 0] if single else maps
         return out
 
 
