@@ -10,6 +10,7 @@ Run: ``python benchmarks/pipeline_stages.py``; writes ``benchmarks/results/pipel
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -50,6 +51,8 @@ def main() -> None:
     views = [read_view(p, loaded.preprocess) for p in paths]
     decode = per_second(n, time.perf_counter() - start)
     rows = [f"| decode: 500x375 JPEG -> 224 px view | {decode:.0f} |"]
+    sizes: list[str] = []
+    parse = 0.0
     for label, settings in (
         ("explain + write, files with overlays", Settings(batch_size=8)),
         ("explain + write, files, --no-overlays", Settings(batch_size=8, overlays=False)),
@@ -75,6 +78,23 @@ def main() -> None:
         write = per_second(n, max(total - explain_only, 1e-9))
         rows.append(f"| {label}: explain only | {per_second(n, explain_only):.2f} |")
         rows.append(f"| {label}: writing only (total minus explain) | {write:.0f} |")
+        for kind, pattern in (
+            (".npy maps", "*.npy"),
+            ("PNG pictures", "*.png"),
+            (".json records", "photo-*.json"),
+            ("Parquet rows", "explanations.parquet/*.parquet"),
+        ):
+            files = list(out.glob(pattern))
+            if files:
+                size = sum(f.stat().st_size for f in files) / n / 1000
+                sizes.append(f"| {label} | {kind} | {size:.1f} |")
+        if settings.format == "files":
+            texts = [f.read_text() for f in out.glob("photo-*.json")]
+            start = time.perf_counter()
+            for _ in range(20):
+                for text in texts:
+                    json.loads(text)
+            parse = per_second(20 * len(texts), time.perf_counter() - start)
     shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
     text = "\n".join(
@@ -89,6 +109,11 @@ def main() -> None:
             "| stage | images/s on one core |",
             "|---|---:|",
             *rows,
+            f"| driver: parse one image's JSON record | {parse:.0f} |",
+            "",
+            "| outputs | file kind | kB per image |",
+            "|---|---|---:|",
+            *sizes,
         ]
     )
     RESULTS.write_text(text + "\n", encoding="utf-8")

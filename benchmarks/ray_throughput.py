@@ -16,22 +16,28 @@ Run: ``python benchmarks/ray_throughput.py [--demo-images N] [--resnet-images N]
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import shutil
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
-import torch
+# one thread per model everywhere: PyTorch (set below), and the BLAS/OpenMP pools of this process
+# and of the Ray workers it starts (they inherit the environment)
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
 
-from gradcampp.demo import generate_shapes
-from gradcampp.engines import run_job
-from gradcampp.engines.recipe import ModelRecipe
-from gradcampp.engines.work import Settings
-from gradcampp.images import save_png
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gradcampp.demo import generate_shapes  # noqa: E402
+from gradcampp.engines import run_job  # noqa: E402
+from gradcampp.engines.recipe import ModelRecipe  # noqa: E402
+from gradcampp.engines.work import Settings  # noqa: E402
+from gradcampp.images import save_png  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ray_throughput.md"
 
