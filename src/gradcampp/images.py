@@ -280,7 +280,8 @@ class Preprocess:
 
     def input(self, view: np.ndarray) -> np.ndarray:
         """The ``uint8`` view ``(H, W, 3)`` -> float32 input ``(3, H, W)`` or ``(H, W, 3)``."""
-        x = (view.astype(np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        x = (view.astype(np.float32) / 255.0 - mean) / std
         return x if self.channels_last else np.ascontiguousarray(np.moveaxis(x, -1, 0))
 
 

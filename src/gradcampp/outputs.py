@@ -91,7 +91,7 @@ def blocked_names(file_names: Iterable[str], methods: Sequence[str]) -> set[str]
         r"\.(?:" + "|".join(re.escape(m) for m in methods) + r")\.\d+-[A-Za-z0-9_]+\.png\Z",
         re.IGNORECASE,
     )
-    blocked = set()
+    blocked: set[str] = set()
     for file_name in file_names:
         folded = file_name.casefold()
         blocked.update(folded[: -len(s)] for s in suffixes if folded.endswith(s))

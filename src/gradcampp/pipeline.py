@@ -318,6 +318,11 @@ def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] |
     return files
 
 
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file, atomically (``_files.write_atomically``)."""
+    write_atomically(path, lambda file: np.save(file, array))
+
+
 def write_image_results(
     out_dir: Path,
     name: str,
@@ -355,37 +360,31 @@ def write_image_results(
     add_to_manifest(out_dir, every)
     written: list[Path] = []
 
-    def save(file: str, write: Callable[[Path], None]) -> None:
-        write(out_dir / file)
+    def claim(file: str) -> Path:
         written.append(out_dir / file)
+        return out_dir / file
 
+    ranked = [
+        (rank, int(c), _class_name(loaded.classes, int(c)), float(found.probs[c]))
+        for rank, c in enumerate(found.order[:show_top], start=1)
+    ]
+    top = [
+        {"rank": rank, "class_index": c, "class_name": label, "probability": prob}
+        for rank, c, label, prob in ranked
+    ]
+    input_text = relative_path(path, out_dir)
     try:
         display = _display(view)
-        save(files["input"], lambda target: save_png(target, display))
+        save_png(claim(files["input"]), display)
         panels = []
         for method in methods:
             per_image = found.maps[method]  # (T, H, W)
-            raw = per_image if several else per_image[0]
-            save(
-                files[method]["map"],
-                lambda target, raw=raw: write_atomically(target, lambda f: np.save(f, raw)),
-            )
+            save_npy(claim(files[method]["map"]), per_image if several else per_image[0])
             for t, (png, c) in enumerate(
                 zip(files[method]["overlays"], found.explained, strict=True)
             ):
-                picture = overlay(display, per_image[t], cmap=cmap, alpha=alpha)
-                save(png, lambda target, picture=picture: save_png(target, picture))
+                save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
                 panels.append(Panel(png, f"{labels[t]} ({100 * found.probs[c]:.1f}%)"))
-        top = [
-            {
-                "rank": rank + 1,
-                "class_index": int(c),
-                "class_name": _class_name(loaded.classes, int(c)),
-                "probability": float(found.probs[c]),
-            }
-            for rank, c in enumerate(found.order[:show_top])
-        ]
-        input_text = relative_path(path, out_dir)
         record = {
             "input": input_text,
             "name": name,
@@ -405,30 +404,20 @@ def write_image_results(
                 "maps": {m: files[m]["map"] for m in methods},
             },
         }
-        save(
-            files["json"],
-            lambda target: write_text(target, json.dumps(record, indent=2, ensure_ascii=False)),
-        )
+        write_text(claim(files["json"]), json.dumps(record, indent=2, ensure_ascii=False))
     except BaseException:
         for file in written:
             file.unlink(missing_ok=True)
         raise
-    csv_rows = [
-        [
-            csv_cell(name),
-            csv_cell(input_text),
-            row["rank"],
-            row["class_index"],
-            csv_cell(row["class_name"]),
-            f"{row['probability']:.6f}",
-        ]
-        for row in top
+    csv_rows: list[list[Any]] = [
+        [csv_cell(name), csv_cell(input_text), rank, c, csv_cell(label), f"{prob:.6f}"]
+        for rank, c, label, prob in ranked
     ]
     entry = ReportEntry(
         name=display_path(path.name),
         image=files["input"],
         panels=panels,
-        predictions=[(row["class_name"], row["probability"]) for row in top],
+        predictions=[(label, prob) for _, _, label, prob in ranked],
         note=note,
         files=[
             *((f"{METHODS[m][1]} map (.npy)", files[m]["map"]) for m in methods),
