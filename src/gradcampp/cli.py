@@ -21,6 +21,7 @@ EXIT_MODEL = 3
 EXIT_NOTHING = 4
 EXIT_INTERNAL = 5
 EXIT_INTERRUPTED = 130
+MAX_DEMO_COUNT = 1000  # demo --count: the images are generated in memory at once
 MAX_SIZE = 4096  # --size: the largest side; memory grows with --batch-size x height x width
 
 EXIT_CODES = f"""exit status:
@@ -82,6 +83,15 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _demo_count(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_DEMO_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_DEMO_COUNT} (the images are generated in memory), got {text}"
+        )
     return value
 
 
@@ -170,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="image generator seed (default: 0)")
     demo.add_argument(
         "--count",
-        type=_positive,
+        type=_demo_count,
         default=6,
-        help="single-instance images; half as many multi-instance ones follow (default: 6)",
+        help=f"single-instance images; half as many multi-instance ones follow (default: 6, "
+        f"at most {MAX_DEMO_COUNT})",
     )
 
     explain = commands.add_parser(

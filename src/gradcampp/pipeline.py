@@ -559,6 +559,10 @@ def explain_images(
                 reason = f"cannot write its results ({error.strerror or error})"
                 result.skipped.append((display_path(path), reason))
                 continue
+            except Exception as error:  # any other failure costs this image only
+                reason = f"cannot write its results ({_first_line(error)})"
+                result.skipped.append((display_path(path), reason))
+                continue
             result.records.append(done.record)
             written.append(done)
         bar.update(len(pending))
