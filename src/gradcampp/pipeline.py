@@ -384,7 +384,8 @@ def write_image_results(
                 zip(files[method]["overlays"], found.explained, strict=True)
             ):
                 save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
-                panels.append(Panel(png, f"{labels[t]} ({100 * found.probs[c]:.1f}%)"))
+                rank = f"#{t + 1} " if several else ""
+                panels.append(Panel(png, f"{rank}{labels[t]} ({100 * found.probs[c]:.1f}%)"))
         record = {
             "input": input_text,
             "name": name,
