@@ -53,7 +53,7 @@ MODEL_HELP = """model to explain:
                            preprocessing and ImageNet-1k class names from torchvision
   package.module:callable  a function (no arguments) returning a torch.nn.Module or a Keras
                            model; --weights FILE loads a state dict into it
-  FILE.keras               a saved Keras model
+  FILE.keras               a saved Keras model (it holds its weights: no --weights)
   FILE.pt                  a whole module saved with torch.save(model): only with --allow-pickle
                            (TorchScript files are refused: they do not support the forward hooks
                            that Grad-CAM needs)
@@ -150,7 +150,12 @@ def _add_output_options(parser: argparse.ArgumentParser, default_out: str) -> No
     parser.add_argument(
         "--alpha", type=_alpha, default=0.5, help="heatmap weight in the overlays (default: 0.5)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no summary (warnings and errors are still shown)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
             "output directory gets NAME.input.png (the image as the model saw it), "
             "NAME.<method>.png (overlay), NAME.<method>.npy (raw float32 map, (H, W), or "
             "(K, H, W) with --top-k K), NAME.json (top classes and scores); and for the run "
-            "predictions.csv and index.html.",
+            "predictions.csv and index.html. NAME is unique within the run and never the name "
+            "of an input, so --out may be the inputs' folder; paths in the results are relative "
+            "to --out.",
             width=78,
         )
         + "\n\n"
