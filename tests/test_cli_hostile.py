@@ -420,3 +420,31 @@ def test_demo_help_lists_only_its_exit_codes():
     assert result.returncode == 0
     codes = re.findall(r"^  (\d+)  ", result.stdout.split("exit status:")[1], re.MULTILINE)
     assert codes == ["0", "2", "3", "5", "130"]
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "fragment"),
+    [
+        (KeyError("oops"), 5, "unexpected KeyError: 'oops' (this is a bug in gradcampp"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_unexpected_errors_and_interrupts_end_in_one_line(
+    tmp_path, capsys, monkeypatch, raised, code, fragment
+):
+    import gradcampp.pipeline
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(gradcampp.pipeline, "explain_images", fail)
+    monkeypatch.delenv("GRADCAMPP_TRACEBACK", raising=False)
+    write_image(tmp_path / "a.png")
+    got, err = run(capsys, "explain", tmp_path / "a.png", *TINY, "--out", tmp_path / "o")
+    assert got == code
+    one_error(err, fragment)
+
+
+def test_demo_count_is_bounded(capsys):
+    assert main(["demo", "--count", "100000"]) == EXIT_USAGE
+    assert "--count: at most 1000" in capsys.readouterr().err

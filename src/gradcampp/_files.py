@@ -40,7 +40,11 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], N
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """``write_atomically`` for bytes already in memory."""
-    write_atomically(path, lambda file: file.write(data))
+
+    def write(file: BinaryIO) -> None:
+        file.write(data)
+
+    write_atomically(path, write)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

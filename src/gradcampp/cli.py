@@ -21,6 +21,7 @@ EXIT_MODEL = 3
 EXIT_NOTHING = 4
 EXIT_INTERNAL = 5
 EXIT_INTERRUPTED = 130
+MAX_DEMO_COUNT = 1000  # demo --count: the images are generated in memory at once
 MAX_SIZE = 4096  # --size: the largest side; memory grows with --batch-size x height x width
 
 EXIT_CODES = f"""exit status:
@@ -52,7 +53,7 @@ MODEL_HELP = """model to explain:
                            preprocessing and ImageNet-1k class names from torchvision
   package.module:callable  a function (no arguments) returning a torch.nn.Module or a Keras
                            model; --weights FILE loads a state dict into it
-  FILE.keras               a saved Keras model
+  FILE.keras               a saved Keras model (it holds its weights: no --weights)
   FILE.pt                  a whole module saved with torch.save(model): only with --allow-pickle
                            (TorchScript files are refused: they do not support the forward hooks
                            that Grad-CAM needs)
@@ -82,6 +83,15 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _demo_count(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_DEMO_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_DEMO_COUNT} (the images are generated in memory), got {text}"
+        )
     return value
 
 
@@ -140,7 +150,12 @@ def _add_output_options(parser: argparse.ArgumentParser, default_out: str) -> No
     parser.add_argument(
         "--alpha", type=_alpha, default=0.5, help="heatmap weight in the overlays (default: 0.5)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no summary (warnings and errors are still shown)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="image generator seed (default: 0)")
     demo.add_argument(
         "--count",
-        type=_positive,
+        type=_demo_count,
         default=6,
-        help="single-instance images; half as many multi-instance ones follow (default: 6)",
+        help=f"single-instance images; half as many multi-instance ones follow (default: 6, "
+        f"at most {MAX_DEMO_COUNT})",
     )
 
     explain = commands.add_parser(
@@ -183,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
             "output directory gets NAME.input.png (the image as the model saw it), "
             "NAME.<method>.png (overlay), NAME.<method>.npy (raw float32 map, (H, W), or "
             "(K, H, W) with --top-k K), NAME.json (top classes and scores); and for the run "
-            "predictions.csv and index.html.",
+            "predictions.csv and index.html. NAME is unique within the run and never the name "
+            "of an input, so --out may be the inputs' folder; paths in the results are relative "
+            "to --out.",
             width=78,
         )
         + "\n\n"

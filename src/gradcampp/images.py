@@ -11,6 +11,11 @@ Preprocessing turns a ``uint8`` RGB image into what a model takes, in two steps:
    or channels last ``(H, W, 3)``.
 
 Maps are computed at the view's resolution, so overlays are drawn on the view.
+
+``read_view`` reads a file and reduces it to the view at once, so that a batch holds views and
+never full-resolution images. Before any pixel is decoded, the size in the file's header is
+checked against ``MAX_PIXELS`` and ``MAX_ASPECT``; only regular files are opened. 16-bit and float
+images are scaled to 8 bits, not clipped.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,7 +285,8 @@ class Preprocess:
 
     def input(self, view: np.ndarray) -> np.ndarray:
         """The ``uint8`` view ``(H, W, 3)`` -> float32 input ``(3, H, W)`` or ``(H, W, 3)``."""
-        x = (view.astype(np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        x = (view.astype(np.float32) / 255.0 - mean) / std
         return x if self.channels_last else np.ascontiguousarray(np.moveaxis(x, -1, 0))
 
 
@@ -302,17 +308,3 @@ def read_view(
         return preprocess.view(image)
     except (ValueError, OSError, MemoryError) as error:
         raise ImageReadError(path, f"cannot resize it to the model's view ({error})") from error
-
-
-def read_batches(
-    paths: Sequence[Path], batch_size: int, preprocess: Preprocess, notes: list[str] | None = None
-) -> Iterator[list[tuple[Path, np.ndarray | ImageReadError]]]:
-    """Read ``paths`` in groups of ``batch_size``: each entry is its view or the read error."""
-    for start in range(0, len(paths), batch_size):
-        group: list[tuple[Path, np.ndarray | ImageReadError]] = []
-        for path in paths[start : start + batch_size]:
-            try:
-                group.append((path, read_view(path, preprocess, notes=notes)))
-            except ImageReadError as error:
-                group.append((path, error))
-        yield group

@@ -253,27 +253,25 @@ def _torchvision(name: str, weights: str | None, device: str) -> LoadedModel:
     crop = int(transforms.crop_size[0])
     resize = int(transforms.resize_size[0])
     preprocess = Preprocess(
-        size=crop,
+        size=(crop, crop),
         resize=resize,
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
     )
     categories = tuple(default.meta["categories"])
+    notes: list[str] = []
     if weights == "DEFAULT":
         try:
             model = torchvision.models.get_model(name, weights="DEFAULT")
         except Exception as error:
             raise ModelSpecError(
                 f"cannot download torchvision's weights for {name} ({_first_line(error)}); "
-                "without a "
-                "network, pass a local state dict: --weights FILE"
+                "without a network, pass a local state dict: --weights FILE"
             ) from error
         description = f"torchvision {name} ({default})"
-        notes = []
     else:
         model = torchvision.models.get_model(name, weights=None)
         description = f"torchvision {name} (random weights)"
-        notes = []
         if weights is None:
             notes.append(
                 f"torchvision:{name} runs with random weights (no --weights given): the maps "
@@ -345,7 +343,7 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
             _load_state_dict(model, _read_state_dict(path), path)
         return LoadedModel(
             _finish_torch(model, device),
-            Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
             None,
             spec,
             "torch",
@@ -466,7 +464,7 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
         _load_state_dict(model, _read_state_dict(Path(weights)), Path(weights))
     return LoadedModel(
         _finish_torch(model, device),
-        Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
         None,
         path.name,
         "torch",
@@ -480,7 +478,7 @@ def _demo(device: str) -> LoadedModel:
         raise ModelSpecError(f"the demo model is not available: {error}") from error
     return LoadedModel(
         _finish_torch(load_demo_model(), device),
-        Preprocess(size=64),
+        Preprocess(size=(64, 64)),
         tuple(CLASSES),
         "gradcampp demo network",
         "torch",

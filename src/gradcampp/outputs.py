@@ -77,13 +77,29 @@ def safe_stem(path: str | os.PathLike[str]) -> str:
     return _truncate_utf8(cleaned, MAX_NAME_BYTES).rstrip(" ") or "image"
 
 
-def result_pattern(name: str, methods: Sequence[str]) -> re.Pattern[str]:
-    """The file names ``name``'s results may take (``NAME.input.png``, ``NAME.json``...)."""
-    alternatives = "|".join(re.escape(m) for m in methods) or "(?!)"
-    return re.compile(
-        rf"{re.escape(name)}\.(input\.png|json|({alternatives})\.(npy|png|\d+-.*\.png))",
-        re.IGNORECASE | re.DOTALL,
+def blocked_names(file_names: Iterable[str], methods: Sequence[str]) -> set[str]:
+    """The result names (casefolded) whose result files would take one of ``file_names``.
+
+    A run writes ``NAME.input.png``, ``NAME.json``, ``NAME.<method>.npy``, ``NAME.<method>.png``
+    and ``NAME.<method>.<rank>-<slug>.png`` (slug: letters, digits, ``_``); so ``b.input.png``
+    blocks ``b`` and ``c.gradcampp.png`` blocks ``c``.
+    """
+    suffixes = [".input.png", ".json"]
+    suffixes += [f".{m}.{ext}" for m in methods for ext in ("npy", "png")]
+    suffixes = [suffix.casefold() for suffix in suffixes]
+    ranked = re.compile(
+        r"\.(?:" + "|".join(re.escape(m) for m in methods) + r")\.\d+-[A-Za-z0-9_]+\.png\Z",
+        re.IGNORECASE,
     )
+    blocked: set[str] = set()
+    for file_name in file_names:
+        folded = file_name.casefold()
+        blocked.update(folded[: -len(s)] for s in suffixes if folded.endswith(s))
+        match = ranked.search(file_name) if methods else None
+        if match:
+            blocked.add(folded[: match.start()])
+    blocked.discard("")
+    return blocked
 
 
 def _names_in(folder: Path, paths: Iterable[Path]) -> list[str]:
@@ -99,15 +115,14 @@ def unique_names(
 
     Each input keeps its own ``safe_stem`` where it can: the first of several equal stems keeps
     it, the others get ``-2``, ``-3``... (skipping every name taken by another input). A name whose
-    result files (``result_pattern``) would have the name of an input lying in ``out_dir`` is
-    passed over in the same way.
+    result files would have the name of an input lying in ``out_dir`` is
+    passed over in the same way (``blocked_names``).
     """
     stems = [safe_stem(path) for path in paths]
-    inputs_here = _names_in(out_dir, paths) if out_dir is not None else []
+    blocked = blocked_names(_names_in(out_dir, paths) if out_dir is not None else [], methods)
 
     def clashes(name: str) -> bool:
-        pattern = result_pattern(name, methods)
-        return any(pattern.fullmatch(existing) for existing in inputs_here)
+        return name.casefold() in blocked
 
     taken: set[str] = set()
     names: list[str | None] = [None] * len(paths)

@@ -45,7 +45,6 @@ from gradcampp.outputs import (
     display_path,
     free_run_file,
     relative_path,
-    unique_names,
 )
 from gradcampp.report import Panel, ReportEntry, write_report
 from gradcampp.targets import Classes
@@ -328,6 +327,11 @@ def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] |
     return files
 
 
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file, atomically (``_files.write_atomically``)."""
+    write_atomically(path, lambda file: np.save(file, array))
+
+
 def write_image_results(
     out_dir: Path,
     name: str,
@@ -372,41 +376,36 @@ def write_image_results(
     add_to_manifest(out_dir, every)
     written: list[Path] = []
 
-    def save(file: str, write: Callable[[Path], None]) -> None:
-        write(out_dir / file)
+    def claim(file: str) -> Path:
         written.append(out_dir / file)
+        return out_dir / file
 
+    ranked = [
+        (rank, int(c), _class_name(loaded.classes, int(c)), float(found.probs[c]))
+        for rank, c in enumerate(found.order[:show_top], start=1)
+    ]
+    top = [
+        {"rank": rank, "class_index": c, "class_name": label, "probability": prob}
+        for rank, c, label, prob in ranked
+    ]
+    input_text = relative_path(path, out_dir)
     try:
         display = _display(view)
         if overlays:
-            save(files["input"], lambda target: save_png(target, display))
+            save_png(claim(files["input"]), display)
         panels = []
         for method in methods:
             per_image = found.maps[method]  # (T, H, W)
-            raw = per_image if several else per_image[0]
             if per_image_files:
-                save(
-                    files[method]["map"],
-                    lambda target, raw=raw: write_atomically(target, lambda f: np.save(f, raw)),
-                )
+                save_npy(claim(files[method]["map"]), per_image if several else per_image[0])
             if not overlays:
                 continue
             for t, (png, c) in enumerate(
                 zip(files[method]["overlays"], found.explained, strict=True)
             ):
-                picture = overlay(display, per_image[t], cmap=cmap, alpha=alpha)
-                save(png, lambda target, picture=picture: save_png(target, picture))
-                panels.append(Panel(png, f"{labels[t]} ({100 * found.probs[c]:.1f}%)"))
-        top = [
-            {
-                "rank": rank + 1,
-                "class_index": int(c),
-                "class_name": _class_name(loaded.classes, int(c)),
-                "probability": float(found.probs[c]),
-            }
-            for rank, c in enumerate(found.order[:show_top])
-        ]
-        input_text = relative_path(path, out_dir)
+                save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
+                rank = f"#{t + 1} " if several else ""
+                panels.append(Panel(png, f"{rank}{labels[t]} ({100 * found.probs[c]:.1f}%)"))
         record = {
             "input": input_text,
             "name": name,
@@ -430,30 +429,20 @@ def write_image_results(
             },
         }
         if per_image_files:
-            save(
-                files["json"],
-                lambda target: write_text(target, json.dumps(record, indent=2, ensure_ascii=False)),
-            )
+            write_text(claim(files["json"]), json.dumps(record, indent=2, ensure_ascii=False))
     except BaseException:
         for file in written:
             file.unlink(missing_ok=True)
         raise
-    csv_rows = [
-        [
-            csv_cell(name),
-            csv_cell(input_text),
-            row["rank"],
-            row["class_index"],
-            csv_cell(row["class_name"]),
-            f"{row['probability']:.6f}",
-        ]
-        for row in top
+    csv_rows: list[list[Any]] = [
+        [csv_cell(name), csv_cell(input_text), rank, c, csv_cell(label), f"{prob:.6f}"]
+        for rank, c, label, prob in ranked
     ]
     entry = ReportEntry(
         name=display_path(path.name),
         image=files["input"],
         panels=panels,
-        predictions=[(row["class_name"], row["probability"]) for row in top],
+        predictions=[(label, prob) for _, _, label, prob in ranked],
         note=note,
         files=[
             *((f"{METHODS[m][1]} map (.npy)", files[m]["map"]) for m in methods),
@@ -528,8 +517,14 @@ def explain_images(
     progress: bool = True,
     notes: Callable[[Path], str] | None = None,
     title: str = "Grad-CAM++ explanations",
+    overlays: bool = True,
+    format: str = "files",
+    full_size: bool = False,
+    resume: bool = False,
+    report_sample: int | None = None,
 ) -> RunResult:
-    """Explain ``paths`` with ``loaded`` and write the files listed in the module docstring.
+    """Explain ``paths`` with ``loaded`` in this process and write the files listed in the module
+    docstring (the local engine, ``gradcampp.engines.local``, which chains the steps above).
 
     Memory is bounded by the batch: each image is reduced to the model's view as it is read.
 
@@ -548,81 +543,41 @@ def explain_images(
         progress: show a progress bar on stderr (only for more than 3 images).
         notes: per input path, a text shown under its name in the report (e.g. ground truth).
         title: the report's title.
+        overlays: write the pictures and the report (False: maps and predictions only).
+        format: ``"files"`` or ``"parquet"`` (see ``gradcampp.engines.parquet``).
+        full_size: Parquet maps at the input's resolution instead of the layer's.
+        resume: explain only what a previous run into ``out_dir`` left undone.
+        report_sample: keep the report to this many images (None: all).
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
+        ValueError: ``resume`` into a run with other settings.
         OSError: when the run files cannot be written.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    explainers = make_explainers(loaded, methods, layer, batch_size)
-    result = RunResult(out_dir, None)
-    names = dict(zip(paths, unique_names(paths, out_dir, methods), strict=True))
-    written: list[ImageResults] = []
-    bar = progress_bar(len(paths), progress and len(paths) > 3)
-    pending: list[tuple[Path, np.ndarray]] = []
+    from gradcampp.engines.local import run_local
+    from gradcampp.engines.work import Settings
 
-    def flush() -> None:
-        if not pending:
-            return
-        views = [view for _, view in pending]
-        found = explain_views_isolated(loaded, explainers, views, target, top_k)
-        if result.layer is None and loaded.framework == "torch":
-            import torch
-
-            try:
-                sample = loaded.preprocess.input(views[0])[None]
-                result.layer = explainers[methods[0]].backend.layer_name(torch.from_numpy(sample))
-            except Exception:  # the name is shown for information only
-                result.layer = layer
-        for (path, view), item in zip(pending, found, strict=True):
-            if isinstance(item, str):
-                result.skipped.append((display_path(path), item))
-                continue
-            try:
-                done = write_image_results(
-                    out_dir,
-                    names[path],
-                    path,
-                    view,
-                    item,
-                    loaded=loaded,
-                    layer=result.layer,
-                    several=top_k is not None,
-                    show_top=show_top,
-                    cmap=cmap,
-                    alpha=alpha,
-                    note=notes(path) if notes is not None else "",
-                )
-            except OSError as error:
-                reason = f"cannot write its results ({error.strerror or error})"
-                result.skipped.append((display_path(path), reason))
-                continue
-            result.records.append(done.record)
-            written.append(done)
-        bar.update(len(pending))
-        pending.clear()
-
-    try:
-        for path, view in read_views(paths, loaded.preprocess, result.notes):
-            if isinstance(view, ImageReadError):
-                result.skipped.append((display_path(path), view.reason))
-                bar.update(1)
-                continue
-            pending.append((path, view))
-            if len(pending) == batch_size:
-                flush()
-        flush()
-    finally:
-        bar.close()
-    result.report = write_run_files(
-        out_dir,
-        paths,
-        written,
-        methods=methods,
-        several=top_k is not None,
-        result=result,
-        model_description=loaded.description,
-        title=title,
+    settings = Settings(
+        methods=tuple(methods),
+        target=target,
+        top_k=top_k,
+        layer=layer,
+        batch_size=batch_size,
+        show_top=show_top,
         cmap=cmap,
+        alpha=alpha,
+        overlays=overlays,
+        format=format,
+        full_size=full_size,
     )
-    return result
+    return run_local(
+        loaded,
+        paths,
+        out_dir,
+        settings,
+        resume=resume,
+        report_sample=report_sample,
+        title=title,
+        notes=notes,
+        progress=progress,
+    )

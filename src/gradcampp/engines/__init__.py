@@ -61,10 +61,14 @@ def run_job(
     if engine == "local":
         if ray_options:
             raise ValueError(f"{sorted(ray_options)} apply to engine='ray' only")
-        from gradcampp.engines.local import run_local
+        from dataclasses import asdict
+
+        from gradcampp import pipeline
 
         model = loaded if loaded is not None else recipe.load()
-        return run_local(model, paths, out_dir, settings, notes=notes, **common)
+        options = asdict(settings)
+        options["methods"] = tuple(settings.methods)
+        return pipeline.explain_images(model, paths, out_dir, notes=notes, **options, **common)
     if engine == "ray":
         if notes is not None:
             raise ValueError("notes are supported by engine='local' only")

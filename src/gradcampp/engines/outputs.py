@@ -188,11 +188,12 @@ def report_entry(record: dict[str, Any], settings: Settings, note: str = "") -> 
     panels = []
     for method in settings.methods:
         pngs = files["overlays"][method]
-        for png, explained in zip(
-            pngs if isinstance(pngs, list) else [pngs], record["explained"], strict=True
+        for t, (png, explained) in enumerate(
+            zip(pngs if isinstance(pngs, list) else [pngs], record["explained"], strict=True)
         ):
+            rank = f"#{t + 1} " if settings.top_k else ""
             caption = f"{explained['class_name']} ({100 * explained['probability']:.1f}%)"
-            panels.append(Panel(png, caption))
+            panels.append(Panel(png, rank + caption))
     links = [(f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in files["maps"]]
     if settings.format == "files":
         links.append(("predictions (.json)", f"{record['name']}.json"))
@@ -274,7 +275,9 @@ def finish_run(
         return result
     shown = [ordered[i] for i in sample_indices(len(ordered), report_sample)]
     entries = [
-        report_entry(r, settings, notes(Path(r["input"])) if notes is not None else "")
+        report_entry(
+            r, settings, notes(plan.paths[position[r["name"]]]) if notes is not None else ""
+        )
         for r in shown
     ]
     details = [f"Model: {loaded.description}"]

@@ -28,6 +28,7 @@ from gradcampp.outputs import display_path
 from gradcampp.pipeline import (
     METHODS,
     ImageExplanation,
+    _first_line,
     explain_views_isolated,
     make_explainers,
     write_image_results,
@@ -207,6 +208,10 @@ class ImageWork:
                 )
             except OSError as error:
                 reason = f"cannot write its results ({error.strerror or error})"
+                result.skipped.append((display_path(path), reason))
+                continue
+            except Exception as error:  # any other failure costs this image only
+                reason = f"cannot write its results ({_first_line(error)})"
                 result.skipped.append((display_path(path), reason))
                 continue
             result.records.append(done.record)
