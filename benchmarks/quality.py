@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> str:
     ]
     for head in heads:
         model = load_demo_model(head)
-        parts += ["", f"# Model `{head}`: {MODELS[head]}"]
+        parts += ["", f"## Model `{head}`: {MODELS[head]}"]
         for title, instances in SETTINGS:
             scores, errors, accuracy, values = evaluate(
                 model,
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> str:
             main_cols = len(COLUMNS)
             parts += [
                 "",
-                f"## `{head}`, {title} images (model accuracy {100 * accuracy:.1f}%)",
+                f"### `{head}`, {title} images (model accuracy {100 * accuracy:.1f}%)",
                 "",
                 table(
                     {k: v[:main_cols] for k, v in scores.items()},
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> str:
             _write(args.out, [*parts, "", "(incomplete: the run is still going)"])
         parts += [
             "",
-            f"## `{head}`, sanity check: cascading randomisation ({args.sanity_n} images, "
+            f"### `{head}`, sanity check: cascading randomisation ({args.sanity_n} images, "
             "1-4 instances)",
             "",
             "Mean Spearman rank correlation between each image's map from the trained model and "
