@@ -132,6 +132,9 @@ def test_fc_model_is_shipped_small_and_shares_the_features(fc_model, model):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="64x64 inputs"):
         fc_model(torch.zeros(1, 3, 32, 32))
+    # the pooling is not a module: the default layer is the 16x16 block, as for DemoCNN
+    images = generate_shapes(2, TEST_SEED + 4).images
+    assert GradCAMPP(fc_model).explain(images, upsample=False).shape == (2, 16, 16)
     with pytest.raises(ValueError, match="head must be one of"):
         load_demo_model("vgg")
 
