@@ -171,11 +171,21 @@ class ImageWork:
             ModelSpecError: for an error of the model as a whole (see
                 ``explain_views_isolated``).
         """
-        result = GroupResult([], [])
         if not views:
-            return result
+            return GroupResult([], [])
+        return self.write(views, self.explain([view for _, _, view in views]), out_dir, part)
+
+    def write(
+        self,
+        views: Sequence[tuple[Path, str, np.ndarray]],
+        found: Sequence[ImageExplanation | str],
+        out_dir: Path,
+        part: Path | None = None,
+    ) -> GroupResult:
+        """Write the files of ``views`` explained as ``found`` (``explain``'s result); see
+        ``run``."""
+        result = GroupResult([], [])
         s = self.settings
-        found = self.explain([view for _, _, view in views])
         rows = []
         for (path, name, view), item in zip(views, found, strict=True):
             if isinstance(item, str):
