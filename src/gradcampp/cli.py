@@ -58,6 +58,7 @@ MODEL_HELP = """model to explain:
                            (TorchScript files are refused: they do not support the forward hooks
                            that Grad-CAM needs)
   demo                     the bundled demo network (64x64 shape images); no --weights
+  demo-fc                  the second demo network: flatten + hidden fully connected head
   A torchvision model without --weights explains random weights (a warning says so).
   The model must return one tensor of class scores (N, K), not a tuple."""
 
@@ -189,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=6,
         help=f"single-instance images; half as many multi-instance ones follow (default: 6, "
         f"at most {MAX_DEMO_COUNT})",
+    )
+    demo.add_argument(
+        "--head",
+        choices=("gap", "fc"),
+        default="gap",
+        help="demo network: gap (global average pooling, the default) or fc (flatten + hidden "
+        "fully connected layer, where Grad-CAM++ and Grad-CAM differ more)",
     )
 
     explain = commands.add_parser(
@@ -434,7 +442,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         _check_cmap(args.cmap)
         prepare_out_dir(out_dir)
-        loaded = load_model("demo")
+        loaded = load_model("demo-fc" if args.head == "fc" else "demo")
         from gradcampp.pipeline import explain_images
 
         demo_images = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)

@@ -13,7 +13,8 @@ A model spec is one of:
 - a PyTorch file: a TorchScript archive is recognised and refused (TorchScript modules do not
   support the forward hooks that Grad-CAM needs); a whole pickled module (``torch.save(model)``)
   is loaded only with ``allow_pickle=True``, because unpickling runs code stored in the file.
-- ``demo``: the bundled demo network (``gradcampp.demo``).
+- ``demo``: the bundled demo network (``gradcampp.demo``); ``demo-fc``: the second one, with a
+  flatten + hidden fully connected head.
 """
 
 from __future__ import annotations
@@ -471,16 +472,16 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
     )
 
 
-def _demo(device: str) -> LoadedModel:
+def _demo(device: str, head: str = "gap") -> LoadedModel:
     try:
         from gradcampp.demo import CLASSES, load_demo_model
     except ImportError as error:
         raise ModelSpecError(f"the demo model is not available: {error}") from error
     return LoadedModel(
-        _finish_torch(load_demo_model(), device),
+        _finish_torch(load_demo_model(head), device),
         Preprocess(size=(64, 64)),
         tuple(CLASSES),
-        "gradcampp demo network",
+        "gradcampp demo network" + (" (fully connected head)" if head == "fc" else ""),
         "torch",
     )
 
@@ -535,13 +536,13 @@ def load_model(
     """
     if weights == "DEFAULT" and not spec.startswith("torchvision:"):
         raise ModelSpecError("--weights DEFAULT is only meaningful for torchvision:NAME models")
-    if spec == "demo":
+    if spec in ("demo", "demo-fc"):
         if weights is not None:
             raise ModelSpecError(
-                "--weights is not used with --model demo (the demo network ships its own); "
+                f"--weights is not used with --model {spec} (the demo network ships its own); "
                 "leave it out"
             )
-        return _demo(device)
+        return _demo(device, "fc" if spec == "demo-fc" else "gap")
     if spec.startswith("torchvision:"):
         return _torchvision(spec.split(":", 1)[1], weights, device)
     path = Path(spec)
@@ -566,5 +567,5 @@ def load_model(
         raise ModelSpecError(f"model file not found: {path}")
     raise ModelSpecError(
         f"unknown model spec {spec!r}: expected torchvision:NAME, package.module:callable, "
-        "demo, or the path of a .keras / TorchScript / pickled PyTorch file"
+        "demo, demo-fc, or the path of a .keras / TorchScript / pickled PyTorch file"
     )
