@@ -536,15 +536,13 @@ def load_model(
     """
     if weights == "DEFAULT" and not spec.startswith("torchvision:"):
         raise ModelSpecError("--weights DEFAULT is only meaningful for torchvision:NAME models")
-    if spec == "demo":
+    if spec in ("demo", "demo-fc"):
         if weights is not None:
             raise ModelSpecError(
-                "--weights is not used with --model demo (the demo network ships its own); "
+                f"--weights is not used with --model {spec} (the demo network ships its own); "
                 "leave it out"
             )
-        return _demo(device)
-    if spec == "demo-fc":
-        return _demo(device, "fc")
+        return _demo(device, "fc" if spec == "demo-fc" else "gap")
     if spec.startswith("torchvision:"):
         return _torchvision(spec.split(":", 1)[1], weights, device)
     path = Path(spec)
