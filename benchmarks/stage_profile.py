@@ -24,10 +24,13 @@ taken stage by stage, so they need not add up exactly to the median total.
 
 Usage (from the repository root; the package is imported from ``src/`` of this checkout)::
 
-    python benchmarks/profile.py                           # the four cases of issue 16
-    python benchmarks/profile.py --cases resnet50:1 vgg16:1 --repeats 5 --threads 2
+    python benchmarks/stage_profile.py                           # the four cases of issue 16
+    python benchmarks/stage_profile.py --cases resnet50:1 vgg16:1 --repeats 5 --threads 2
 
-The Markdown table is printed and written to ``benchmarks/results/profile.md`` (``--out``).
+(Not named ``profile.py``: run as a script, this folder comes first on ``sys.path``, where a
+``profile`` module would shadow the standard library's, which torch imports.)
+
+The Markdown table is printed and written to ``benchmarks/results/stage_profile.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -45,11 +48,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# Run as a script, this file's folder comes first on sys.path, where this module would shadow the
-# standard library's ``profile`` (which torch imports): take that folder off again.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # profile this checkout, not an installed copy
 sys.path.insert(0, str(ROOT))
 # OpenMP worker threads that spin while waiting burn CPU time whenever another process holds a core;
@@ -247,7 +246,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "profile.md")
+    default_out = ROOT / "benchmarks" / "results" / "stage_profile.md"
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
@@ -257,7 +257,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/profile.py" + "".join(
+    command = "python benchmarks/stage_profile.py" + "".join(
         " " + shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv)
     )
     started, load = time.time(), os.getloadavg()
