@@ -51,6 +51,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # measure this checkout, not an installed copy
+# OpenMP worker threads that spin while they wait burn CPU time whenever another process holds a
+# core, which makes process CPU time on a shared machine meaningless; passive waiting counts work
+# only. Set before torch is imported; the memory processes inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
@@ -58,7 +62,7 @@ import torchvision  # noqa: E402
 from gradcampp import GradCAM, GradCAMPP  # noqa: E402
 from gradcampp.targets import TopK  # noqa: E402
 
-ARCHS = ("resnet50", "vgg16", "mobilenet_v3_large")
+ARCHS = ("resnet50", "vgg16", "mobilenet_v3_large", "efficientnet_b0")
 BATCHES = (1, 8, 32)
 MODES = ("one", "top5")
 METHODS = ("gradcampp", "gradcam", "pytorch-grad-cam", "torch-cam")
@@ -73,11 +77,11 @@ PEER_MODULES = {"pytorch-grad-cam": "pytorch_grad_cam", "torch-cam": "torchcam"}
 TOP_K = 5
 MIB = 1024 * 1024
 
-# Targets of the design, checked in the summary table.
-ONE_TARGET_MAX = 1.10
-TOP5_MAX = 1.35
+# Targets of the design (issue 16), checked in the summary table.
+ONE_TARGET_MAX = 1.05
+TOP5_MAX = 1.15
 PEER_SPEEDUP_MIN = 2.5
-MEMORY_MAX = 1.25
+MEMORY_MAX = 1.10
 
 
 # --------------------------------------------------------------------------- the work itself
@@ -390,7 +394,7 @@ def check_rows(
 
     for method in ("gradcampp", "gradcam"):
         name = LABELS[method].replace("**", "")
-        if (method, "one") in times and batch in (8, 32):
+        if (method, "one") in times:
             checks.append((f"{name}, 1 target: time / inference", ratio((method, "one"), base),
                            "<=", ONE_TARGET_MAX))  # fmt: skip
         if (method, "top5") in times:
@@ -474,6 +478,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    parser.add_argument("--cases", nargs="+", default=None, metavar="ARCH:BATCH",
+                        help="ARCH:BATCH pairs instead of --archs x --batches")  # fmt: skip
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                         help="one: one target per image; top5: the 5 best per image")  # fmt: skip
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -494,6 +500,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.archs, args.batches = ["resnet50"], [8]
+    if args.cases:
+        pairs = [case.partition(":") for case in args.cases]
+        if any(arch not in ARCHS or not batch.isdigit() for arch, _, batch in pairs):
+            parser.error(f"--cases takes ARCH:BATCH with ARCH in {ARCHS}, got {args.cases}")
+        args.cases = [(arch, int(batch)) for arch, _, batch in pairs]
+        args.batches = sorted({batch for _, batch in args.cases})
+    else:
+        args.cases = [(arch, batch) for arch in args.archs for batch in args.batches]
     if args.memory_batches is None:
         args.memory_batches = [32] if 32 in args.batches else [max(args.batches)]
     if args.repeats < 1 or args.warmup < 0 or args.memory_runs < 1:
@@ -518,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         " " + shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv)
     )
     report = Report(command, args, missing, os.getloadavg(), time.time())
-    cases = [(arch, batch) for arch in args.archs for batch in args.batches]
+    cases = args.cases
     for done, (arch, batch) in enumerate(cases, start=1):
         case = build_case(arch, batch, args.device, args.seed)
         print(f"timing {arch} batch {batch} (layer {case.layer_name}) ...", flush=True)
@@ -630,13 +644,16 @@ NOTES = [
     "- Ours returns maps upsampled to 224x224 (bicubic); pytorch-grad-cam returns NumPy maps,"
     " min-max normalised and resized with OpenCV; torch-cam returns maps at the layer's"
     " resolution.",
-    "- Top-5: ours is one forward pass and five gradient calls through the layers after the"
-    " explained one (`TopK(5)`). pytorch-grad-cam explains one class per image and call: five"
-    " forward and full backward passes. torch-cam: one forward pass with its graph kept and five"
-    " gradient calls (`retain_graph=True`), its cheapest way.",
+    "- Top-5: ours is one forward pass and one vectorised backward pass for the five targets"
+    " through the layers after the explained one (`TopK(5)`; five gradient calls for a single"
+    " sample on a CPU, where that is faster). pytorch-grad-cam explains one class per image and"
+    " call: five forward and full backward passes. torch-cam: one forward pass with its graph"
+    " kept and five gradient calls (`retain_graph=True`), its cheapest way.",
     "- Extra peak memory: each method runs alone in a fresh process; `VmHWM` (peak resident set)"
     " is reset through `/proc/self/clear_refs` after the model and inputs are loaded, and read"
     " after the call. 'x inference memory' divides by the extra peak of the inference pass.",
+    "- `OMP_WAIT_POLICY=PASSIVE` (unless set otherwise): idle OpenMP threads sleep instead of"
+    " spinning, so process CPU time counts work, not waiting for a core another process holds.",
     "- The CPU is shared with other jobs; the load average above shows how busy it was."
     " Interleaving the methods spreads load changes over all of them, but the ratios of a loaded"
     " run are noisier.",

@@ -99,9 +99,15 @@ def gradcampp_weights(acts: Any, grads: Any, variant: Variant = "paper") -> Any:
     if variant == "paper":
         # relu(g) / (2 + s relu(g)): g / (2 + s g) where g > 0, and 0 where g <= 0; a zero
         # denominator (g > 0, s g = -2) is divided into infinity, which gives the guard's 0.
+        # Only a negative channel sum can make 2 + s g zero for g > 0, so the guard's extra passes
+        # run only then; the two arrays below are fresh, so they are updated in place.
         positive_part = xp.maximum(grads, 0.0)
-        denom = 2.0 + sums * positive_part
-        return xp.sum(positive_part / xp.where(denom == 0, float("inf"), denom), axis=axes)
+        denom = sums * positive_part
+        denom += 2.0
+        if not bool(xp.all(sums >= 0)):
+            denom = xp.where(denom == 0, float("inf"), denom)
+        positive_part /= denom
+        return xp.sum(positive_part, axis=axes)
     denom = 2.0 + sums * grads
     defined = (grads != 0) & (denom != 0)
     alpha = xp.where(defined, 1.0 / xp.where(defined, denom, 1.0), 0.0)
