@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import gradcampp.resize as resize_module
 from gradcampp import GradCAMPP
 from gradcampp.resize import _float32_table, cubic_taps, keys_kernel, resize
 
@@ -178,20 +179,41 @@ def test_long_signal_matches_the_dense_matrix_in_every_framework(framework):
     np.testing.assert_allclose(got / scale, reference / scale, rtol=0, atol=1e-6)
 
 
-def test_tensorflow_resize_uses_no_matrix_product(monkeypatch):
+@pytest.mark.parametrize(
+    "shape,size",
+    [((5, 3, 7, 7), (30, 30)), ((1, 2, 70, 70), (1000, 1000))],
+    ids=["matrix", "gather"],
+)
+def test_tensorflow_resize_multiplies_only_matrices(monkeypatch, shape, size):
     # tf.linalg.matmul of a rank-4 tensor with a matrix corrupts memory under oneDNN on AVX-512
-    # CPUs (tensorflow issues 117700, 123109): the resize must not call it at all.
+    # CPUs (tensorflow issues 117700, 123109): short axes use products of two rank-2 matrices,
+    # long ones (70 * 1000 > SMALL_MATRIX) gather, with no product at all.
     tf = pytest.importorskip("tensorflow")
-    calls = []
+    ranks = []
     real = tf.linalg.matmul
-    monkeypatch.setattr(tf.linalg, "matmul", lambda *a, **k: calls.append(a) or real(*a, **k))
-    monkeypatch.setattr(tf, "matmul", lambda *a, **k: calls.append(a) or real(*a, **k))
-    maps = tf.constant(np.random.default_rng(0).random((5, 3, 7, 7)), tf.float32)
-    first = resize(maps, (30, 30), kernel_table=True).numpy()
-    np.testing.assert_allclose(first, resize(maps.numpy(), (30, 30), kernel_table=True), atol=1e-6)
+
+    def spy(x1, x2, *args, **kwargs):
+        ranks.append((x1.shape.rank, x2.shape.rank))
+        return real(x1, x2, *args, **kwargs)
+
+    monkeypatch.setattr(tf.linalg, "matmul", spy)
+    monkeypatch.setattr(tf, "matmul", spy)
+    maps = tf.constant(np.random.default_rng(0).random(shape), tf.float32)
+    first = resize(maps, size, kernel_table=True).numpy()
+    np.testing.assert_allclose(first, resize(maps.numpy(), size, kernel_table=True), atol=1e-6)
     for _ in range(40):  # repeated calls in one process: results identical every time
-        np.testing.assert_array_equal(resize(maps, (30, 30), kernel_table=True).numpy(), first)
-    assert calls == []
+        np.testing.assert_array_equal(resize(maps, size, kernel_table=True).numpy(), first)
+    expected = [(2, 2)] * 2 * 41 if size == (30, 30) else []
+    assert ranks == expected
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_matrix_and_gather_paths_agree(monkeypatch, table):
+    x = torch.from_numpy(np.random.default_rng(5).random((2, 3, 7, 9)).astype(np.float32))
+    by_matrix = resize(x, (40, 33), kernel_table=table)
+    monkeypatch.setattr(resize_module, "SMALL_MATRIX", 0)
+    by_gather = resize(x, (40, 33), kernel_table=table)
+    torch.testing.assert_close(by_matrix, by_gather, rtol=0, atol=1e-6)
 
 
 def test_tensorflow_namespace_refuses_broadcast_matmul():

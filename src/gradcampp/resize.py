@@ -1,12 +1,19 @@
 """Separable bicubic resizing of N-d maps, the same in every framework.
 
 An N-d resize is one 1-d resize per spatial axis. Along one axis every output sample is a weighted
-sum of four input samples (its taps), so the cost and the memory are linear in the output's size:
-the tap indices and weights are computed in NumPy (``cubic_taps``) and applied with the input's own
-array namespace (four gathers, four products, three sums), so a PyTorch map stays on its GPU and a
-TensorFlow map in TensorFlow. No ``(out, in)`` matrix is formed and no matrix product is used (in
-TensorFlow a batch matrix product of a rank-4 map with a 2-d matrix corrupts memory under oneDNN on
-AVX-512 CPUs: tensorflow/tensorflow issues 117700 and 123109).
+sum of four input samples (its taps), so the cost and the memory are linear in the output's size.
+The tap indices and weights are computed in NumPy (``cubic_taps``) and applied with the input's own
+array namespace, so a PyTorch map stays on its GPU and a TensorFlow map in TensorFlow:
+
+- a long axis by gathering, for each output sample, its window of four input samples and summing
+  it against its weights, in pieces of bounded size (no ``(out, in)`` matrix);
+- a short axis (``n_in * n_out <= SMALL_MATRIX``, a layer's 7 or 14 samples, say) by one product
+  of the maps, reshaped to a matrix ``(rest, n_in)``, with the axis's small ``(n_in, n_out)``
+  matrix of taps: faster there, and bounded in size.
+
+Only rank-2 matrix products are used. In TensorFlow 2.20/2.21 a batch matrix product that
+broadcasts (a rank-4 map times a 2-d matrix) corrupts memory under oneDNN on AVX-512 CPUs
+(tensorflow/tensorflow issues 117700 and 123109); a product of two matrices is not affected.
 
 The kernel is Keys' cubic convolution (Keys 1981) with ``a = -0.5``:
 
@@ -40,6 +47,8 @@ TABLE_SIZE = 1024
 #: Values resized at a time along a long axis, and the fewest samples of a piece (``_resize_axis``).
 CHUNK = 1 << 18
 MIN_PIECE = 4096
+#: Axes with ``n_in * n_out`` up to this many matrix entries are resized by a matrix product.
+SMALL_MATRIX = 1 << 16
 
 
 def keys_kernel(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
@@ -163,13 +172,45 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
     if first_axis < 0:
         raise ValueError(f"cannot resize {len(size)} axes of an array of rank {maps.ndim}")
     for axis, n_out in zip(range(first_axis, maps.ndim), size, strict=True):
-        if maps.shape[axis] != n_out:
+        n_in = maps.shape[axis]
+        if n_in == n_out:
+            continue
+        if n_in * n_out <= SMALL_MATRIX:
+            maps = _resize_axis_small(maps, axis, n_out, kernel_table, xp)
+        else:
             maps = _resize_axis(maps, axis, n_out, kernel_table, xp)
     return maps
 
 
+@lru_cache(maxsize=16)
+def _small_matrix(n_in: int, n_out: int, kernel_table: bool) -> np.ndarray:
+    """The ``(n_in, n_out)`` matrix of one axis's taps (``n_in * n_out <= SMALL_MATRIX``)."""
+    first, weights = cubic_taps(n_in, n_out, kernel_table)
+    matrix = np.zeros((n_in, n_out))
+    index = np.clip(first + np.arange(4)[:, None], 0, n_in - 1)
+    np.add.at(matrix, (index, np.broadcast_to(np.arange(n_out), index.shape)), weights)
+    matrix.flags.writeable = False
+    return matrix
+
+
+def _resize_axis_small(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) -> Any:
+    """``maps`` resized along a short ``axis`` by one product of two matrices.
+
+    For the few input samples of a layer's map (7, 14, ...), multiplying ``(rest, n_in)`` by the
+    axis's small ``(n_in, n_out)`` matrix of taps is faster than gathering. Both operands have
+    rank 2, so TensorFlow runs a plain matrix product (no batch broadcasting, see the module
+    docstring).
+    """
+    n_in = maps.shape[axis]
+    moved = xp.moveaxis(maps, axis, -1)
+    rest = moved.shape[:-1]
+    matrix = constant_like(_small_matrix(n_in, n_out, kernel_table), maps, xp)
+    product = xp.matmul(xp.reshape(moved, (-1, n_in)), matrix)
+    return xp.moveaxis(xp.reshape(product, (*rest, n_out)), -1, axis)
+
+
 def _resize_axis(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) -> Any:
-    """``maps`` resized along ``axis`` to ``n_out`` samples.
+    """``maps`` resized along ``axis`` to ``n_out`` samples, by gathering four-sample windows.
 
     The input, padded by two edge samples on each side, is laid out as overlapping windows of four
     samples, ``U[..., i, j, ...] = padded[..., i + j, ...]``; output sample ``o`` then takes window
