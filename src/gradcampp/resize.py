@@ -119,7 +119,7 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
     Raises:
         ValueError: when ``size`` has more axes than ``maps``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> resize(np.eye(2, dtype=np.float32), (4, 4)).shape
         (4, 4)

@@ -37,7 +37,7 @@ class TopK:
     Raises:
         ValueError: for a ``k`` that is not a positive integer.
 
-    Example:
+    Examples:
         >>> maps = GradCAMPP(model).explain(images, TopK(3))  # doctest: +SKIP
         >>> maps.shape  # doctest: +SKIP
         (N, 3, H, W)
@@ -61,7 +61,7 @@ class Classes:
             (per sample); a list, NumPy array or tensor. Checked when ``explain`` is called:
             ``TypeError`` for non-integers, ``ValueError`` for a shape that does not fit.
 
-    Example:
+    Examples:
         >>> maps = GradCAMPP(model).explain(images, Classes([0, 2]))  # doctest: +SKIP
         >>> maps.shape  # doctest: +SKIP
         (N, 2, H, W)
@@ -172,7 +172,7 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
         ValueError: for a length other than ``n``, negative indices, NaN/Inf weights or arrays
             of rank 3 or more.
 
-    Example:
+    Examples:
         >>> parse_targets(TopK(2), 4).n_targets
         2
     """
