@@ -21,6 +21,7 @@ _MATH = re.compile(
     re.S,
 )
 _TEXT = re.compile(r"\\text\{([^{}]*)\}")
+_LEFT_AS_TEX = re.compile(r"\\[A-Za-z]+")
 _DOUBLE_STRUCK = re.compile(r'<(m[in]) mathvariant="double-struck">([^<]+)</\1>')
 # Letters of the double-struck alphabet that Unicode places outside its block of them.
 _DOUBLE_STRUCK_EXCEPTIONS = {
@@ -69,7 +70,10 @@ def tex_to_mathml(tex: str, display: bool = False) -> str:
     try:
         mathml = convert(source, display="block" if display else "inline")
     except Exception as error:  # the converter raises several types for bad input
-        raise MathError(f"cannot convert the formula {tex!r} to MathML: {error}") from error
+        raise MathError(f"cannot convert the formula {tex!r} to MathML: {error!r}") from error
+    unknown = _LEFT_AS_TEX.findall(mathml)
+    if unknown:  # the converter passes commands it does not know through as text
+        raise MathError(f"cannot convert the formula {tex!r} to MathML: unknown {unknown}")
     return _DOUBLE_STRUCK.sub(
         lambda m: f"<{m.group(1)}>{''.join(map(_double_struck, m.group(2)))}</{m.group(1)}>",
         mathml,

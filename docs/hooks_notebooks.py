@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 PAGES = "tutorials"
 CELL_TIMEOUT_S = 300
+OUTPUT = "nb-output"  # CSS class of printed outputs (docs/stylesheets/extra.css)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -66,14 +67,18 @@ def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
         except CellExecutionError as error:
             where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
             raise PluginError(f"{where} failed while the site was built:\n{error}") from error
+        finally:
+            if manager.has_kernel:  # a manager passed in is ours to shut down, not the client's
+                manager.shutdown_kernel()
     return notebook
 
 
-def _fence(text: str, language: str) -> str:
+def _fence(text: str, language: str, css_class: str | None = None) -> str:
     ticks = "```"
     while ticks in text:
         ticks += "`"
-    return f"{ticks}{language}\n{text.rstrip()}\n{ticks}"
+    info = f"{{.{language} .{css_class}}}" if css_class else language
+    return f"{ticks}{info}\n{text.rstrip()}\n{ticks}"
 
 
 def to_markdown(notebook: nbformat.NotebookNode, stem: str) -> tuple[str, dict[str, bytes]]:
@@ -107,7 +112,7 @@ def to_markdown(notebook: nbformat.NotebookNode, stem: str) -> tuple[str, dict[s
         for n, output in enumerate(cell.get("outputs", [])):
             kind = output.get("output_type")
             if kind == "stream":
-                parts.append(_fence(_ANSI.sub("", output.get("text", "")), "text"))
+                parts.append(_fence(_ANSI.sub("", output.get("text", "")), "text", OUTPUT))
             elif kind in ("display_data", "execute_result"):
                 data = output.get("data", {})
                 if "image/png" in data:
@@ -115,7 +120,7 @@ def to_markdown(notebook: nbformat.NotebookNode, stem: str) -> tuple[str, dict[s
                     figures[name] = base64.b64decode(data["image/png"])
                     parts.append(f"![Output of the cell above]({name})")
                 elif "text/plain" in data:
-                    parts.append(_fence(_ANSI.sub("", data["text/plain"]), "text"))
+                    parts.append(_fence(_ANSI.sub("", data["text/plain"]), "text", OUTPUT))
     return "\n\n".join(parts) + "\n", figures
 
 

@@ -7,6 +7,7 @@ executes them when the site is built, so what passes here is what the site shows
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def test_notebook_executes_and_leaves_no_file(path, tmp_path):
     assert errors == []
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing in its working folder
     assert _untracked(ROOT) - before == set()  # nor anywhere in the checkout
+    children = subprocess.run(
+        ["ps", "--ppid", str(os.getpid()), "-o", "args="], capture_output=True, text=True
+    ).stdout
+    assert "ipykernel" not in children  # the kernel was shut down
     # and what the site shows: every code cell, with the figures the tutorial draws
     markdown, figures = hook.to_markdown(notebook, path.stem)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]

@@ -6,6 +6,7 @@ Run ``gradcampp --help`` or ``python -m gradcampp --help`` for the options and e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -334,6 +335,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    # TensorFlow, if a Keras model brings it in, reads this when it is first imported: without it,
+    # it logs lines about CUDA and CPU instructions that are noise for a command-line user. A
+    # value the user set is kept (e.g. TF_CPP_MIN_LOG_LEVEL=0 to see everything).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
