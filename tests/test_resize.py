@@ -1,4 +1,8 @@
-"""Separable bicubic resize: kernel, matrices, N-d application, TensorFlow's semantics."""
+"""Separable bicubic resize: kernel, taps, N-d application, TensorFlow's semantics.
+
+The reference here is the dense ``(out, in)`` interpolation matrix, built independently of the
+library's four-tap code: ``resize`` must give the same numbers without ever forming it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,40 @@ import numpy as np
 import pytest
 import torch
 
-from gradcampp.resize import cubic_matrix, keys_kernel, resize
+from gradcampp.resize import _float32_table, cubic_taps, keys_kernel, resize
+
+
+def cubic_matrix(n_in: int, n_out: int, kernel_table: bool = False) -> np.ndarray:
+    """The dense ``(n_out, n_in)`` resize matrix: each row holds its four taps, the ones outside
+    the input dropped and the rest renormalised (TensorFlow's float32 table when asked)."""
+    rows = []
+    for o in range(n_out):
+        if kernel_table:
+            scale = np.float32(n_in) / np.float32(n_out)
+            x = (np.float32(o) + np.float32(0.5)) * scale - np.float32(0.5)
+            base = int(np.floor(x))
+            step = int(np.rint((x - np.float32(base)) * np.float32(1024)))
+            table = _float32_table()
+            taps = np.array(
+                [table[step, 1], table[step, 0], table[1024 - step, 0], table[1024 - step, 1]]
+            )
+        else:
+            x = (o + 0.5) * n_in / n_out - 0.5
+            base = int(np.floor(x))
+            taps = keys_kernel(x - np.arange(base - 1, base + 3))
+        row = np.zeros(n_in)
+        kept = [
+            (i, t) for i, t in zip(range(base - 1, base + 3), taps, strict=True) if 0 <= i < n_in
+        ]
+        total = (
+            np.float32(sum(np.float32(t) for _, t in kept))
+            if kernel_table
+            else sum(t for _, t in kept)
+        )
+        for i, t in kept:
+            row[i] += np.float32(t) * (np.float32(1) / total) if kernel_table else t / total
+        rows.append(row)
+    return np.array(rows)
 
 
 def test_keys_kernel_values():
@@ -17,13 +54,18 @@ def test_keys_kernel_values():
 
 
 @pytest.mark.parametrize("table", [False, True])
-@pytest.mark.parametrize("n_in,n_out", [(7, 224), (5, 3), (1, 9), (12, 12), (3, 10)])
-def test_matrix_rows_sum_to_one(n_in, n_out, table):
-    m = cubic_matrix(n_in, n_out, table)
-    assert m.shape == (n_out, n_in)
-    np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
+@pytest.mark.parametrize("n_in,n_out", [(7, 224), (5, 3), (1, 9), (12, 12), (3, 10), (2, 1)])
+def test_taps_are_the_rows_of_the_dense_matrix(n_in, n_out, table):
+    index, weights = cubic_taps(n_in, n_out, table)
+    assert index.shape == weights.shape == (4, n_out)
+    assert index.min() >= 0 and index.max() < n_in
+    np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-6)
+    dense = np.zeros((n_out, n_in))
+    np.add.at(dense, (np.broadcast_to(np.arange(n_out), index.shape), index), weights)
+    reference = cubic_matrix(n_in, n_out, table)
+    np.testing.assert_allclose(dense, reference, rtol=0, atol=1e-7 if table else 1e-15)
     if n_in == n_out:
-        np.testing.assert_array_equal(m, np.eye(n_in))
+        np.testing.assert_array_equal(reference, np.eye(n_in))
 
 
 def test_interior_reproduces_quadratics():
@@ -81,3 +123,47 @@ def test_kernel_table_matches_tensorflow(h, w, out_h, out_w):
     theirs = tf.image.resize(x[..., None], (out_h, out_w), method="bicubic").numpy()[..., 0]
     ours = resize(x, (out_h, out_w), kernel_table=True)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch", "tensorflow"])
+def test_long_signal_matches_the_dense_matrix_where_both_run(framework):
+    # A 1-d map of 3,000 samples resized to 48,000 (a stride-16 layer on 3 s of 16 kHz audio):
+    # the dense matrix, 48,000 x 3,000 float64, is 1.15 GB; the four taps are 1.5 MB.
+    rng = np.random.default_rng(3)
+    maps = rng.random((2, 1, 3000)).astype(np.float32)
+    reference = maps.astype(np.float64) @ cubic_matrix(3000, 48000).T
+    if framework == "torch":
+        got = resize(torch.from_numpy(maps), (48000,)).numpy()
+    elif framework == "tensorflow":
+        tf = pytest.importorskip("tensorflow")
+        got = resize(tf.constant(maps), (48000,)).numpy()
+    else:
+        got = resize(maps, (48000,))
+    assert got.shape == (2, 1, 48000) and got.dtype == np.float32
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)
+
+
+def test_tensorflow_resize_uses_no_matrix_product(monkeypatch):
+    # tf.linalg.matmul of a rank-4 tensor with a matrix corrupts memory under oneDNN on AVX-512
+    # CPUs (tensorflow issues 117700, 123109): the resize must not call it at all.
+    tf = pytest.importorskip("tensorflow")
+    calls = []
+    real = tf.linalg.matmul
+    monkeypatch.setattr(tf.linalg, "matmul", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(tf, "matmul", lambda *a, **k: calls.append(a) or real(*a, **k))
+    maps = tf.constant(np.random.default_rng(0).random((5, 3, 7, 7)), tf.float32)
+    first = resize(maps, (30, 30), kernel_table=True).numpy()
+    np.testing.assert_allclose(first, resize(maps.numpy(), (30, 30), kernel_table=True), atol=1e-6)
+    for _ in range(40):  # repeated calls in one process: results identical every time
+        np.testing.assert_array_equal(resize(maps, (30, 30), kernel_table=True).numpy(), first)
+    assert calls == []
+
+
+def test_tensorflow_namespace_refuses_broadcast_matmul():
+    tf = pytest.importorskip("tensorflow")
+    from gradcampp.backends import tf_namespace
+
+    with pytest.raises(ValueError, match="no broadcasting"):
+        tf_namespace.matmul(tf.zeros((13, 1, 3, 4)), tf.zeros((4, 16)))
+    same = tf_namespace.matmul(tf.ones((2, 3, 4)), tf.ones((2, 4, 5)))
+    np.testing.assert_array_equal(same.numpy(), np.full((2, 3, 5), 4.0))

@@ -1,20 +1,27 @@
 """Separable bicubic resizing of N-d maps, the same in every framework.
 
-A resize along one axis is a matrix ``M`` of shape ``(out, in)``; an N-d resize applies one such
-matrix per spatial axis. The matrices are built once in NumPy (float64) and applied with the
-input's own array namespace, so a PyTorch map stays on its GPU and a TensorFlow map in TensorFlow.
+An N-d resize is one 1-d resize per spatial axis. Along one axis every output sample is a weighted
+sum of four input samples (its taps), so the cost and the memory are linear in the output's size:
+the tap indices and weights are computed in NumPy (``cubic_taps``) and applied with the input's own
+array namespace (four gathers, four products, three sums), so a PyTorch map stays on its GPU and a
+TensorFlow map in TensorFlow. No ``(out, in)`` matrix is formed and no matrix product is used (in
+TensorFlow a batch matrix product of a rank-4 map with a 2-d matrix corrupts memory under oneDNN on
+AVX-512 CPUs: tensorflow/tensorflow issues 117700 and 123109).
 
 The kernel is Keys' cubic convolution (Keys 1981) with ``a = -0.5``:
 
     k(t) = (a + 2)|t|^3 - (a + 3)|t|^2 + 1          for |t| <= 1,
     k(t) = a|t|^3 - 5a|t|^2 + 8a|t| - 4a            for 1 < |t| < 2,   0 otherwise,
 
-sampled with half-pixel centres: output pixel ``o`` reads input position
-``x = (o + 0.5) * in / out - 0.5`` and its four neighbours ``floor(x) - 1 .. floor(x) + 2``.
-Neighbours outside the input are dropped and the remaining four-tap weights renormalised to sum to
-one. These are the semantics of ``tf.image.resize(..., method="bicubic")``; with
-``kernel_table=True`` the weights are also looked up, as TensorFlow does, in a table of the kernel
-at 1024 fractional offsets (the fraction rounded half-to-even), in float32 arithmetic.
+sampled with half-pixel centres: output sample ``o`` reads input position
+``x = (o + 0.5) * in / out - 0.5`` and its four neighbours ``floor(x) - 1 .. floor(x) + 2``, so
+
+    out[o] = sum_{j=0..3} w_j(o) in[floor(x) - 1 + j].
+
+Neighbours outside the input are dropped and the remaining weights renormalised to sum to one.
+These are the semantics of ``tf.image.resize(..., method="bicubic")``; with ``kernel_table=True``
+the weights are also looked up, as TensorFlow does, in a table of the kernel at 1024 fractional
+offsets (the fraction rounded half-to-even), in float32 arithmetic.
 """
 
 from __future__ import annotations
@@ -58,9 +65,12 @@ def _float32_table() -> np.ndarray:
     return np.stack([near, far], axis=1)
 
 
-@lru_cache(maxsize=256)
-def cubic_matrix(n_in: int, n_out: int, kernel_table: bool = False) -> np.ndarray:
-    """The ``(n_out, n_in)`` matrix that resizes one axis from ``n_in`` to ``n_out`` samples.
+def cubic_taps(n_in: int, n_out: int, kernel_table: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The four taps of each output sample of a 1-d resize from ``n_in`` to ``n_out`` samples.
+
+    Output sample ``o`` is ``sum_j weights[j, o] * input[index[j, o]]``. Taps that fall outside
+    the input get weight 0 (and an index clipped into range); the weights of each sample sum to
+    one.
 
     Args:
         n_in: input length (>= 1).
@@ -68,41 +78,42 @@ def cubic_matrix(n_in: int, n_out: int, kernel_table: bool = False) -> np.ndarra
         kernel_table: reproduce TensorFlow's float32 weight table instead of the exact kernel.
 
     Returns:
-        float64 matrix whose rows sum to one (read-only; cached).
+        ``index``: int64 ``(4, n_out)`` in ``[0, n_in)``; ``weights``: float64 ``(4, n_out)``
+        (float32 values with ``kernel_table``). Memory and time are linear in ``n_out``.
+
+    Raises:
+        ValueError: for a length below 1.
     """
     if n_in < 1 or n_out < 1:
         raise ValueError(f"resize lengths must be >= 1, got {n_in} -> {n_out}")
     out = np.arange(n_out)
+    offsets = np.arange(-1, 3)[:, None]
     if kernel_table:
         scale = np.float32(n_in) / np.float32(n_out)
         pos = (out.astype(np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
         base = np.floor(pos).astype(np.int64)
-        offset = np.rint((pos - base.astype(np.float32)) * np.float32(TABLE_SIZE)).astype(np.int64)
+        fraction = np.rint((pos - base.astype(np.float32)) * np.float32(TABLE_SIZE))
+        offset = fraction.astype(np.int64)
         table = _float32_table()
-        taps = np.stack(
+        weights = np.stack(
             [
                 table[offset, 1],
                 table[offset, 0],
                 table[TABLE_SIZE - offset, 0],
                 table[TABLE_SIZE - offset, 1],
-            ],
-            axis=1,
+            ]
         )
     else:
         pos = (out + 0.5) * (n_in / n_out) - 0.5
         base = np.floor(pos).astype(np.int64)
-        taps = keys_kernel(pos[:, None] - (base[:, None] + np.arange(-1, 3)))
-    index = base[:, None] + np.arange(-1, 3)
-    taps = np.where((index >= 0) & (index < n_in), taps, 0)
+        weights = keys_kernel(pos - (base + offsets))
+    index = base + offsets
+    weights = np.where((index >= 0) & (index < n_in), weights, 0)
     if kernel_table:
-        taps = taps * (np.float32(1) / taps.sum(axis=1, keepdims=True, dtype=np.float32))
+        weights = weights * (np.float32(1) / weights.sum(axis=0, dtype=np.float32))
     else:
-        taps = taps / taps.sum(axis=1, keepdims=True)
-    matrix = np.zeros((n_out, n_in))
-    rows = np.broadcast_to(out[:, None], index.shape)
-    np.add.at(matrix, (rows, np.clip(index, 0, n_in - 1)), taps)
-    matrix.flags.writeable = False
-    return matrix
+        weights = weights / weights.sum(axis=0)
+    return np.clip(index, 0, n_in - 1), weights.astype(np.float64)
 
 
 def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any:
@@ -133,6 +144,13 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
         n_in = maps.shape[axis]
         if n_in == n_out:
             continue
-        matrix_t = constant_like(cubic_matrix(n_in, n_out, kernel_table).T, maps, xp)
-        maps = xp.moveaxis(xp.matmul(xp.moveaxis(maps, axis, -1), matrix_t), -1, axis)
+        index, weights = cubic_taps(n_in, n_out, kernel_table)
+        along = [1] * maps.ndim
+        along[axis] = n_out
+        resized = None
+        for j in range(4):
+            taps = xp.take(maps, constant_like(index[j], maps, xp, xp.int64), axis=axis)
+            term = taps * xp.reshape(constant_like(weights[j], maps, xp), tuple(along))
+            resized = term if resized is None else resized + term
+        maps = resized
     return maps

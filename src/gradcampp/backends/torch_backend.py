@@ -7,12 +7,15 @@ through that head, with respect to the layer's output only: no parameter gradien
 no ``.grad`` is written.
 
 The model is left exactly as found: the hook is removed, and the ``training`` flag of every
-module is restored (the pass itself runs in eval mode), also when something raises.
+module is restored (the pass itself runs in eval mode), also when something raises. The forward
+pass holds ``model_lock(model)`` and its hooks act in the calling thread only, so explanations in
+several threads neither see nor disturb each other (see ``gradcampp.concurrency``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from gradcampp.backends.base import Batch, describe, unknown_layer
+from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
 
 
@@ -138,22 +142,26 @@ class TorchBackend:
     def _probe(self, x: torch.Tensor) -> torch.nn.Module:
         """The last module to finish whose output is ``(1, C, *S)`` with spatial extent."""
         finished: list[torch.nn.Module] = []
+        owner = threading.get_ident()
 
         def record(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() != owner:
+                return
             if isinstance(output, torch.Tensor) and _has_spatial_extent(output.shape, x.ndim):
                 finished.append(module)
 
-        handles = [
-            module.register_forward_hook(record)
-            for module in self.model.modules()
-            if module is not self.model
-        ]
-        try:
-            with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
-                self.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with model_lock(self.model):
+            handles = [
+                module.register_forward_hook(record)
+                for module in self.model.modules()
+                if module is not self.model
+            ]
+            try:
+                with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+                    self.model(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
         if not finished:
             raise ValueError(
                 "no module of the model outputs a (N, C, *spatial) tensor with spatial extent "
@@ -168,10 +176,13 @@ class TorchBackend:
 
         ``plan`` gives the ``T`` scores of samples ``start:stop`` from the model's outputs.
         """
-        layer = self._layer_for(x)
         captured: list[torch.Tensor] = []
+        read: list[Any] = []
+        owner = threading.get_ident()
 
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> torch.Tensor:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> torch.Tensor | None:
+            if threading.get_ident() != owner:
+                return None  # another thread's pass: leave it alone
             if not isinstance(output, torch.Tensor):
                 raise TypeError(
                     f"layer {self._names[layer]!r} returns {type(output).__name__}, not a tensor"
@@ -181,31 +192,34 @@ class TorchBackend:
             torch.set_grad_enabled(True)  # record the graph from here on; no_grad() restores it
             return leaf.clone()  # a copy, so that in-place layers after this one leave A intact
 
-        read: list[Any] = []
-        handles = [layer.register_forward_hook(hook)]
-        if self._output_layer is not None:
-            handles.append(
-                self._output_layer.register_forward_hook(lambda m, a, out: read.append(out))
-            )
-        try:
-            with eval_mode(self.model), torch.inference_mode(False):
-                with torch.no_grad():
-                    outputs = self.model(x.clone() if x.is_inference() else x)
-                acts = self._check_captured(captured, x)
+        def read_output(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() == owner:
+                read.append(output)
+
+        with torch.inference_mode(False):
+            layer = self._layer_for(x)
+            with model_lock(self.model):
+                handles = [layer.register_forward_hook(hook)]
                 if self._output_layer is not None:
-                    if not read:
-                        raise ValueError(
-                            "the forward pass never reached output_layer "
-                            f"{self._names[self._output_layer]!r}"
-                        )
-                    outputs = read[-1]
-                plan.check_outputs(outputs)
-                with torch.enable_grad():
-                    scores = plan.scores(outputs, start, stop)
-                    grads = self._gradients(scores, acts)
-        finally:
-            for handle in handles:
-                handle.remove()
+                    handles.append(self._output_layer.register_forward_hook(read_output))
+                try:
+                    with eval_mode(self.model), torch.no_grad():
+                        outputs = self.model(x.clone() if x.is_inference() else x)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+            acts = self._check_captured(captured, x)
+            if self._output_layer is not None:
+                if not read:
+                    raise ValueError(
+                        "the forward pass never reached output_layer "
+                        f"{self._names[self._output_layer]!r}"
+                    )
+                outputs = read[-1]
+            plan.check_outputs(outputs)
+            with torch.enable_grad():
+                scores = plan.scores(outputs, start, stop)
+                grads = self._gradients(scores, acts)
         return acts.detach().float(), grads
 
     def _check_captured(self, captured: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
