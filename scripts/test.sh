@@ -26,6 +26,7 @@ pip_install einops deprecated tensorflow-probability==0.25.0 "scikit-image<=0.25
 pip_install --no-deps xplique==2.0.2
 ruff check .
 ruff format --check .
+python -m mypy # type-checks src/ (configured in pyproject.toml)
 # The documentation site, built as CI would publish it: any broken link, missing figure, formula
 # that does not convert, docstring that does not parse or tutorial that fails (the build runs
 # examples/*.ipynb) fails here. The browser tests then open this build instead of making their own.

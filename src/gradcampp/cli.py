@@ -67,7 +67,7 @@ def _size(text: str) -> tuple[int, int]:
         values = (values[0], values[0])
     if len(values) != 2 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected N or HxW with positive sizes, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -79,7 +79,7 @@ def _triple(text: str) -> tuple[float, float, float]:
         values = values * 3
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _alpha(text: str) -> float:

@@ -168,7 +168,9 @@ class Preprocess:
 
     def input(self, view: np.ndarray) -> np.ndarray:
         """The ``uint8`` view ``(H, W, 3)`` -> float32 input ``(3, H, W)`` or ``(H, W, 3)``."""
-        x = (view.astype(np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        x = (view.astype(np.float32) / 255.0 - mean) / std
         return x if self.channels_last else np.ascontiguousarray(np.moveaxis(x, -1, 0))
 
 
@@ -177,7 +179,7 @@ def read_batches(
 ) -> Iterator[list[tuple[Path, np.ndarray | ImageReadError]]]:
     """Read ``paths`` in groups of ``batch_size``: each entry is its image or the read error."""
     for start in range(0, len(paths), batch_size):
-        group = []
+        group: list[tuple[Path, np.ndarray | ImageReadError]] = []
         for path in paths[start : start + batch_size]:
             try:
                 group.append((path, read_image(path)))

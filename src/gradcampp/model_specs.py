@@ -193,7 +193,7 @@ def _torchvision(name: str, weights: str | None, device: str) -> LoadedModel:
     crop = int(transforms.crop_size[0])
     resize = int(transforms.resize_size[0])
     preprocess = Preprocess(
-        size=crop,
+        size=(crop, crop),
         resize=resize,
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
@@ -259,7 +259,7 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
             _load_state_dict(model, _read_state_dict(path), path)
         return LoadedModel(
             _finish_torch(model, device),
-            Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
             None,
             spec,
             "torch",
@@ -354,7 +354,7 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
         _load_state_dict(model, _read_state_dict(Path(weights)), Path(weights))
     return LoadedModel(
         _finish_torch(model, device),
-        Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
         None,
         path.name,
         "torch",
@@ -368,7 +368,7 @@ def _demo(device: str) -> LoadedModel:
         raise ModelSpecError(f"the demo model is not available: {error}") from error
     return LoadedModel(
         _finish_torch(load_demo_model(), device),
-        Preprocess(size=64),
+        Preprocess(size=(64, 64)),
         tuple(CLASSES),
         "gradcampp demo network",
         "torch",

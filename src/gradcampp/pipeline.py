@@ -272,7 +272,7 @@ def _explain_group(
         display = _display(view)
         input_file = f"{name}.input.png"
         save_png(out_dir / input_file, display)
-        top = [
+        top: list[dict[str, Any]] = [
             {
                 "rank": rank + 1,
                 "class_index": int(c),

@@ -133,10 +133,14 @@ class TargetPlan:
                 f"TopK({self.top_k}) asks for more classes than the {n_classes} model outputs"
             )
 
-    def scores(self, outputs: Any, start: int, stop: int) -> Any:
-        """Scores ``(stop - start, T)`` of samples ``start:stop``, differentiable in ``outputs``."""
+    def scores(self, outputs: Any, start: int, stop: int | None) -> Any:
+        """Scores ``(stop - start, T)`` of samples ``start:stop``, differentiable in ``outputs``.
+
+        ``stop`` None means up to the last sample (a traced graph, whose batch size is symbolic).
+        """
         if self.score_fn is not None:
-            return _callable_scores(self.score_fn, outputs, stop - start)
+            count = outputs.shape[0] - start if stop is None else stop - start
+            return _callable_scores(self.score_fn, outputs, count)
         xp = namespace(outputs)
         if self.weights is not None:
             weights = constant_like(self.weights[start:stop], outputs, xp)
