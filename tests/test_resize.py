@@ -6,10 +6,13 @@ library's four-tap code: ``resize`` must give the same numbers without ever form
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 import torch
 
+from gradcampp import GradCAMPP
 from gradcampp.resize import _float32_table, cubic_taps, keys_kernel, resize
 
 
@@ -56,9 +59,11 @@ def test_keys_kernel_values():
 @pytest.mark.parametrize("table", [False, True])
 @pytest.mark.parametrize("n_in,n_out", [(7, 224), (5, 3), (1, 9), (12, 12), (3, 10), (2, 1)])
 def test_taps_are_the_rows_of_the_dense_matrix(n_in, n_out, table):
-    index, weights = cubic_taps(n_in, n_out, table)
-    assert index.shape == weights.shape == (4, n_out)
-    assert index.min() >= 0 and index.max() < n_in
+    first, weights = cubic_taps(n_in, n_out, table)
+    assert first.shape == (n_out,) and weights.shape == (4, n_out)
+    outside = (first + np.arange(4)[:, None] < 0) | (first + np.arange(4)[:, None] >= n_in)
+    assert np.all(weights[outside] == 0)
+    index = np.clip(first + np.arange(4)[:, None], 0, n_in - 1)
     np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-6)
     dense = np.zeros((n_out, n_in))
     np.add.at(dense, (np.broadcast_to(np.arange(n_out), index.shape), index), weights)
@@ -125,22 +130,52 @@ def test_kernel_table_matches_tensorflow(h, w, out_h, out_w):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("framework", ["numpy", "torch", "tensorflow"])
-def test_long_signal_matches_the_dense_matrix_where_both_run(framework):
-    # A 1-d map of 3,000 samples resized to 48,000 (a stride-16 layer on 3 s of 16 kHz audio):
-    # the dense matrix, 48,000 x 3,000 float64, is 1.15 GB; the four taps are 1.5 MB.
-    rng = np.random.default_rng(3)
-    maps = rng.random((2, 1, 3000)).astype(np.float32)
-    reference = maps.astype(np.float64) @ cubic_matrix(3000, 48000).T
-    if framework == "torch":
-        got = resize(torch.from_numpy(maps), (48000,)).numpy()
-    elif framework == "tensorflow":
+@lru_cache(maxsize=1)
+def _dense_3000_to_48000() -> np.ndarray:
+    # 48,000 x 3,000 float64: 1.15 GB, the matrix that the resize no longer builds
+    return cubic_matrix(3000, 48000)
+
+
+def _conv1d_maps() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A stride-16 Conv1d network, 3 s of 16 kHz audio, and its maps at the layer (3,000)."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv1d(1, 8, 9, stride=4, padding=4),
+        nn.ReLU(),
+        nn.Conv1d(8, 16, 9, stride=4, padding=4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    ).eval()
+    x = torch.randn(2, 1, 48000, generator=torch.Generator().manual_seed(1))
+    low = GradCAMPP(model, conv_layer="3").explain(x, upsample=False)
+    return model, x, low
+
+
+def test_explaining_48000_samples_matches_the_dense_resize():
+    model, x, low = _conv1d_maps()
+    assert low.shape == (2, 3000)
+    maps = GradCAMPP(model, conv_layer="3").explain(x)
+    assert maps.shape == (2, 48000)
+    reference = np.maximum(low.double().numpy() @ _dense_3000_to_48000().T, 0)
+    scale = reference.max(axis=1, keepdims=True)
+    np.testing.assert_allclose(maps.numpy() / scale, reference / scale, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("framework", ["numpy", "tensorflow"])
+def test_long_signal_matches_the_dense_matrix_in_every_framework(framework):
+    maps = _conv1d_maps()[2].numpy()[:, None, :]  # (2, 1, 3000)
+    if framework == "tensorflow":
         tf = pytest.importorskip("tensorflow")
         got = resize(tf.constant(maps), (48000,)).numpy()
     else:
         got = resize(maps, (48000,))
     assert got.shape == (2, 1, 48000) and got.dtype == np.float32
-    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)
+    reference = maps.astype(np.float64) @ _dense_3000_to_48000().T
+    scale = reference.max(axis=2, keepdims=True)
+    np.testing.assert_allclose(got / scale, reference / scale, rtol=0, atol=1e-6)
 
 
 def test_tensorflow_resize_uses_no_matrix_product(monkeypatch):

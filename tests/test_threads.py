@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +133,16 @@ def test_keras_threads_match_sequential_calls():
             np.testing.assert_allclose(maps.numpy(), expected[thread % len(jobs)], atol=1e-6)
     same_keras(before, keras_snapshot(model))
     assert isinstance(model, keras.Model)
+
+
+def test_threads_page_example_runs():
+    # docs/threads.md: a training step under model_lock beside an explanation of the same model.
+    page = Path(__file__).resolve().parents[1] / "docs" / "threads.md"
+    (block,) = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    namespace: dict = {}
+    exec(compile(block, "docs/threads.md", "exec"), namespace)
+    model = namespace["model"]
+    assert namespace["maps"].shape == (2, 16, 16)
+    assert model[1].num_batches_tracked.item() == 1  # the training step ran, in training mode
+    assert all(module.training for module in model.modules())
+    assert all(p.grad is not None for p in model.parameters())

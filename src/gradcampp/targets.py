@@ -205,7 +205,9 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
         raise TypeError("targets must be a class index, not a bool")
     if isinstance(targets, int | np.integer):
         if int(targets) > np.iinfo(np.int64).max:
-            raise ValueError(f"targets must be a class index that fits int64, got {int(targets)}")
+            raise ValueError(
+                f"targets must be a class index that can fit int64, got {int(targets)}"
+            )
         indices = _class_indices(np.full((n, 1), int(targets)), "targets")
         return TargetPlan(n, multi=False, indices=indices)
     array = to_numpy(targets)

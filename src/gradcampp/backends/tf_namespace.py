@@ -148,6 +148,11 @@ def concat(arrays: Sequence[tf.Tensor], /, *, axis: int | None = 0) -> tf.Tensor
     return tf.concat(list(arrays), axis=axis)
 
 
+def stack(arrays: Sequence[tf.Tensor], /, *, axis: int = 0) -> tf.Tensor:
+    """Tensors of one shape joined along a new axis ``axis``."""
+    return tf.stack(list(arrays), axis=axis)
+
+
 def argsort(
     x: tf.Tensor, /, *, axis: int = -1, descending: bool = False, stable: bool = True
 ) -> tf.Tensor:
