@@ -181,7 +181,7 @@ def _resize_axis(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) 
     """
     n_in = maps.shape[axis]
 
-    def along(start: int, stop: int) -> Any:
+    def along(start: int, stop: int | None) -> Any:
         return maps[(slice(None),) * axis + (slice(start, stop),)]
 
     padded = xp.concat(
