@@ -15,18 +15,24 @@ fi
 pip_install -e ".[test,docs]"
 # --engine ray and --format parquet (tests/test_ray_engine.py runs a local Ray with 2 CPUs)
 pip_install "ray[data]==2.60.0"
-# Keras 3 on TensorFlow, and xplique 2.0.2 to compare against. xplique pins tensorflow[and-cuda]
-# (gigabytes of CUDA wheels), so it is installed without its dependencies, followed by what it
-# imports, pinned to versions that keep the TensorFlow above.
+# Keras 3 on TensorFlow, and xplique 2.0.2 to compare against. xplique's metadata asks for
+# tensorflow[and-cuda] (gigabytes of CUDA wheels) and opencv-python (the build for desktops), so
+# what it imports is installed first, pinned to versions that keep the TensorFlow above, with
+# opencv-python-headless for its `cv2`. xplique itself comes last and without dependencies: pip
+# checks installed packages' requirements only when it resolves dependencies, so this prints no
+# resolver ERROR about the opencv-python name. Keep it the last pip install here: a later one
+# that touches any of xplique's requirements would print that ERROR.
 pip_install "tensorflow==2.20.*" "tf-keras==2.20.*" keras
-pip_install --no-deps xplique==2.0.2
 pip_install einops deprecated tensorflow-probability==0.25.0 "scikit-image<=0.25.2" \
     "scikit-learn<=1.7.2" "scipy<=1.15.3" matplotlib opencv-python-headless
+pip_install --no-deps xplique==2.0.2
 ruff check .
 ruff format --check .
-python -m pytest "$@"
-# The documentation site, built as CI would publish it: any broken link, missing figure or
-# docstring that does not parse fails here. The tutorials in examples/ run in tests/test_notebooks.py.
+python -m mypy # type-checks src/ (configured in pyproject.toml)
+# The documentation site, built as CI would publish it: any broken link, missing figure, formula
+# that does not convert, docstring that does not parse or tutorial that fails (the build runs
+# examples/*.ipynb) fails here. The browser tests then open this build instead of making their own.
 site_dir="$(mktemp -d)"
 trap 'rm -rf "$site_dir"' EXIT
 NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --quiet --site-dir "$site_dir"
+GRADCAMPP_DOCS_SITE="$site_dir" python -m pytest "$@"

@@ -171,3 +171,43 @@ def test_matplotlib_is_imported_lazily():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def _colour_bars(figure) -> list:
+    return [ax for ax in figure.axes if getattr(ax, "_colorbar", None) is not None]
+
+
+def test_plot_explanations_draws_a_colour_bar_of_the_normalised_scale():
+    images = np.random.default_rng(9).random((3, 12, 10, 3)).astype(np.float32)
+    maps = np.random.default_rng(10).random((3, 12, 10)).astype(np.float32) * 7.0 + 3.0
+    figure = plot_explanations(images, maps, cmap="viridis", cols=2)
+    bars = _colour_bars(figure)
+    assert len(bars) == 1
+    bar = bars[0]._colorbar
+    assert bar.mappable.get_cmap().name == "viridis"
+    assert (bar.vmin, bar.vmax) == (0.0, 1.0)  # maps are min-max scaled: the scale is 0..1
+    assert list(bar.get_ticks()) == [0.0, 0.5, 1.0]
+    assert "minimum" in bars[0].get_ylabel() and "maximum" in bars[0].get_ylabel()
+    assert len(_overlay_panels(figure)) == 3  # the bar is not one of the panels
+    matplotlib.pyplot.close(figure)
+
+
+def test_plot_explanations_without_a_colour_bar():
+    images = np.random.default_rng(11).random((2, 8, 8, 3)).astype(np.float32)
+    maps = np.random.default_rng(12).random((2, 8, 8)).astype(np.float32)
+    figure = plot_explanations(images, maps, colorbar=False)
+    assert _colour_bars(figure) == []
+    assert len(figure.axes) == 2
+    matplotlib.pyplot.close(figure)
+
+
+def test_plot_explanations_saves_with_its_colour_bar(tmp_path):
+    images = np.random.default_rng(13).random((4, 16, 16, 3)).astype(np.float32)
+    maps = np.random.default_rng(14).random((4, 16, 16)).astype(np.float32)
+    with_bar = plot_explanations(images, maps, cols=4, img_size=1.0)
+    without = plot_explanations(images, maps, cols=4, img_size=1.0, colorbar=False)
+    assert with_bar.get_figwidth() > without.get_figwidth()  # room for the bar
+    with_bar.savefig(tmp_path / "grid.png")  # constrained layout: no tight_layout warning
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    matplotlib.pyplot.close(with_bar)
+    matplotlib.pyplot.close(without)

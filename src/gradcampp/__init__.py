@@ -1,7 +1,8 @@
 """Grad-CAM++ and Grad-CAM explanations for PyTorch and Keras 3 (TensorFlow) models.
 
->>> from gradcampp import GradCAMPP
->>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
+Examples:
+    >>> from gradcampp import GradCAMPP
+    >>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
 """
 
 from gradcampp.concurrency import model_lock

@@ -113,7 +113,7 @@ def _size(text: str) -> tuple[int, int]:
             f"at most {MAX_SIZE} pixels a side (memory grows with the square of the size), "
             f"got {text!r}"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -125,7 +125,7 @@ def _triple(text: str) -> tuple[float, float, float]:
         values = values * 3
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _alpha(text: str) -> float:
@@ -591,6 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every failure ends in one line on stderr and a documented exit status, never a traceback
     (set ``GRADCAMPP_TRACEBACK=1`` to see one for an unexpected error).
     """
+    # TensorFlow, if a Keras model brings it in, reads this when it is first imported: without it,
+    # it logs lines about CUDA and CPU instructions that are noise for a command-line user. A
+    # value the user set is kept (e.g. TF_CPP_MIN_LOG_LEVEL=0 to see everything).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

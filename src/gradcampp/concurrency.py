@@ -32,7 +32,7 @@ def model_lock(model: Any) -> threading.RLock:
     Returns:
         a ``threading.RLock``, usable as a context manager.
 
-    Example:
+    Examples:
         >>> import threading
         >>> class Net: ...
         >>> net = Net()

@@ -49,7 +49,7 @@ class GradCAM:
         TypeError: for a model that is neither a ``torch.nn.Module`` nor a Keras model, or a
             layer given in none of the accepted forms.
 
-    Example:
+    Examples:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
     """
 
@@ -175,7 +175,7 @@ class GradCAMPP(GradCAM):
             - ``"authors"``: the paper authors' code: alpha divided per channel by its sum over
               the pixels with a positive gradient; upsampled as ``"paper"``.
 
-    Example:
+    Examples:
         >>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
     """
 

@@ -161,7 +161,7 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
     Raises:
         ValueError: when ``size`` has more axes than ``maps``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> resize(np.eye(2, dtype=np.float32), (4, 4)).shape
         (4, 4)
@@ -222,7 +222,7 @@ def _resize_axis(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) 
     """
     n_in = maps.shape[axis]
 
-    def along(start: int, stop: int) -> Any:
+    def along(start: int, stop: int | None) -> Any:
         return maps[(slice(None),) * axis + (slice(start, stop),)]
 
     padded = xp.concat(

@@ -37,7 +37,7 @@ class TopK:
     Raises:
         ValueError: for a ``k`` that is not a positive integer.
 
-    Example:
+    Examples:
         >>> maps = GradCAMPP(model).explain(images, TopK(3))  # doctest: +SKIP
         >>> maps.shape  # doctest: +SKIP
         (N, 3, H, W)
@@ -61,7 +61,7 @@ class Classes:
             (per sample); a list, NumPy array or tensor. Checked when ``explain`` is called:
             ``TypeError`` for non-integers, ``ValueError`` for a shape that does not fit.
 
-    Example:
+    Examples:
         >>> maps = GradCAMPP(model).explain(images, Classes([0, 2]))  # doctest: +SKIP
         >>> maps.shape  # doctest: +SKIP
         (N, 2, H, W)
@@ -133,10 +133,14 @@ class TargetPlan:
                 f"TopK({self.top_k}) asks for more classes than the {n_classes} model outputs"
             )
 
-    def scores(self, outputs: Any, start: int, stop: int) -> Any:
-        """Scores ``(stop - start, T)`` of samples ``start:stop``, differentiable in ``outputs``."""
+    def scores(self, outputs: Any, start: int, stop: int | None) -> Any:
+        """Scores ``(stop - start, T)`` of samples ``start:stop``, differentiable in ``outputs``.
+
+        ``stop`` None means up to the last sample (a traced graph, whose batch size is symbolic).
+        """
         if self.score_fn is not None:
-            return _callable_scores(self.score_fn, outputs, stop - start)
+            count = outputs.shape[0] - start if stop is None else stop - start
+            return _callable_scores(self.score_fn, outputs, count)
         xp = namespace(outputs)
         if self.weights is not None:
             weights = constant_like(self.weights[start:stop], outputs, xp)
@@ -177,7 +181,7 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
         ValueError: for a length other than ``n``, negative indices, NaN/Inf weights or arrays
             of rank 3 or more.
 
-    Example:
+    Examples:
         >>> parse_targets(TopK(2), 4).n_targets
         2
     """

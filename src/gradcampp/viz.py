@@ -174,6 +174,7 @@ def plot_explanations(
     cols: int = 5,
     img_size: float = 2.5,
     show_images: bool = False,
+    colorbar: bool = True,
 ) -> Any:
     """Plot a grid of explanations overlaid on their images (as xplique's ``plot_attributions``).
 
@@ -188,6 +189,9 @@ def plot_explanations(
         cols: panels per row.
         img_size: inches per panel.
         show_images: also show each plain image in the panel before its overlay.
+        colorbar: draw the colour map's scale beside the grid. Every map is min-max
+            normalised on its own, so the scale reads from 0 (that map's minimum) to 1 (its
+            maximum): colours compare places within a map, not values across maps.
 
     Returns:
         the ``matplotlib.figure.Figure`` (shown by notebooks; save it with ``savefig``).
@@ -215,8 +219,9 @@ def plot_explanations(
         cols = max(2, cols - 1)  # an image and its overlay stay on one row
     cols = min(cols, n * per_sample)
     rows = -(-n * per_sample // cols)
+    width = cols * img_size + (0.6 if colorbar else 0.0)
     figure, axes = plt.subplots(
-        rows, cols, figsize=(cols * img_size, rows * img_size), squeeze=False
+        rows, cols, figsize=(width, rows * img_size), squeeze=False, layout="constrained"
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -228,5 +233,18 @@ def plot_explanations(
         axes.flat[panel].imshow(overlay(image_batch[i], map_batch[i], cmap=cmap, alpha=alpha))
         if titles is not None:
             axes.flat[panel].set_title(str(titles[i]))
-    figure.tight_layout()
+    if colorbar:
+        _add_colorbar(figure, axes, cmap)
     return figure
+
+
+def _add_colorbar(figure: Any, axes: Any, cmap: str) -> Any:
+    """A colour bar for normalised maps (0 to 1 in ``cmap``) on the right of ``axes``."""
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+
+    scale = ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=cmap)
+    bar = figure.colorbar(scale, ax=list(axes.flat), fraction=0.05, shrink=0.9, aspect=30)
+    bar.set_ticks([0.0, 0.5, 1.0])
+    bar.set_label("map, scaled: 0 = its minimum, 1 = its maximum")
+    return bar

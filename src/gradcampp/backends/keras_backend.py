@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import keras
 import numpy as np
@@ -36,7 +36,7 @@ from gradcampp.backends.base import Batch, describe, unknown_layer
 from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
 
-LayerRef = str | int | keras.layers.Layer | None
+LayerRef: TypeAlias = str | int | keras.layers.Layer | None
 
 #: Checks only what every class-based target needs: outputs of shape (N, n_classes).
 _CLASS_OUTPUTS = TargetPlan(0, multi=False, top_k=1)

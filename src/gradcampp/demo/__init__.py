@@ -1,10 +1,11 @@
 """A self-contained demo: a generated shapes data set and a small CNN trained on it.
 
->>> from gradcampp.demo import CLASSES, generate_shapes, load_demo_model
->>> batch = generate_shapes(8, seed=0)
->>> model = load_demo_model()  # doctest: +SKIP
-
 Generating images needs only NumPy; :func:`load_demo_model` needs PyTorch.
+
+Examples:
+    >>> from gradcampp.demo import CLASSES, generate_shapes, load_demo_model
+    >>> batch = generate_shapes(8, seed=0)
+    >>> model = load_demo_model()  # doctest: +SKIP
 """
 
 from __future__ import annotations

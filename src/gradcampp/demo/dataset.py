@@ -55,9 +55,9 @@ def _instance_range(instances: int | tuple[int, int]) -> tuple[int, int]:
 
 def _pick_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
     """A random colour at least 0.5 (Euclidean, RGB in [0, 1]) from each colour in ``avoid``."""
-    best, best_distance = None, -1.0
-    for _ in range(64):
-        colour = rng.random(3)
+    best, best_distance = rng.random(3), -1.0
+    for attempt in range(64):
+        colour = best if attempt == 0 else rng.random(3)
         distance = float(np.min(np.linalg.norm(avoid - colour, axis=1)))
         if distance >= _MIN_COLOUR_DISTANCE:
             return colour
@@ -92,9 +92,8 @@ def _draw_one(rng: np.random.Generator, count: int, label: int, size: int):
         mask = shape_mask(CLASSES[label], cx, cy, r, rng.uniform(0, 2 * np.pi), size)
         image[mask] = _pick_colour(rng, base_colours)
         masks.append(mask)
-    masks = np.stack(masks)
     boxes = np.stack([mask_box(m) for m in masks])
-    return image.transpose(2, 0, 1).astype(np.float32), masks, boxes
+    return image.transpose(2, 0, 1).astype(np.float32), np.stack(masks), boxes
 
 
 def generate_shapes(

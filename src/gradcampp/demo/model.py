@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 from gradcampp.demo.shapes import CLASSES
 
 WEIGHTS_PATH = Path(__file__).with_name("demo_cnn.npz")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 FC_WEIGHTS_PATH = Path(__file__).with_name("demo_cnn_fc.npz")
 HEADS = ("gap", "fc")
 # (name, in channels, out channels, kernel, stride, max-pool after)
@@ -126,13 +128,47 @@ def fold_batch_norm(model: DemoCNN) -> DemoCNN:
     """
     plain = DemoCNN(model.classifier.out_features).eval()
     for name, *_ in _CONVS:
-        conv, bn = model.features.get_submodule(name), model.features.get_submodule(f"bn{name[-1]}")
+        (conv, bias), bn = _conv(model, name), _batch_norm(model, name)
+        target, target_bias = _conv(plain, name)
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        target = plain.features.get_submodule(name)
         target.weight.copy_(conv.weight * scale[:, None, None, None])
-        target.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+        target_bias.copy_((bias - bn.running_mean) * scale + bn.bias)
     plain.classifier.load_state_dict(model.classifier.state_dict())
     return plain
+
+
+class _FoldableBatchNorm:
+    """What folding reads from a ``BatchNorm2d``: its affine parameters and running statistics."""
+
+    def __init__(self, bn: nn.Module, where: str):
+        if not isinstance(bn, nn.BatchNorm2d):
+            raise TypeError(f"{where} must be a BatchNorm2d, got {type(bn).__name__}")
+        weight, bias, mean, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
+        if weight is None or bias is None or mean is None or var is None:
+            raise ValueError(f"{where} has no affine parameters or running statistics to fold")
+        self.weight, self.bias, self.running_mean, self.running_var = weight, bias, mean, var
+        self.eps = bn.eps
+
+
+def _conv(model: DemoCNN, name: str) -> tuple[nn.Conv2d, torch.Tensor]:
+    """The convolution ``features.name`` of ``model`` and its bias."""
+    conv = model.features.get_submodule(name)
+    if not isinstance(conv, nn.Conv2d) or conv.bias is None:
+        raise TypeError(f"features.{name} must be a Conv2d with a bias, got {type(conv).__name__}")
+    return conv, conv.bias
+
+
+def _batch_norm(model: DemoCNN, name: str) -> _FoldableBatchNorm:
+    """The batch normalisation after the convolution ``features.name`` of ``model``."""
+    bn_name = f"bn{name[-1]}"
+    try:
+        bn = model.features.get_submodule(bn_name)
+    except AttributeError as error:
+        raise ValueError(
+            f"the model has no features.{bn_name}: fold_batch_norm needs a DemoCNN built with "
+            "batch_norm=True"
+        ) from error
+    return _FoldableBatchNorm(bn, f"features.{bn_name}")
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
@@ -141,7 +177,7 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+def load_weights(model: ModuleT, path: str | Path) -> ModuleT:
     """Load an ``.npz`` written by :func:`save_weights` into ``model`` (strict keys); return it."""
     with np.load(path) as data:
         state = {k: torch.from_numpy(data[k].copy()) for k in data.files}
