@@ -33,7 +33,7 @@ from gradcampp.engines import run_job
 from gradcampp.engines.ray_engine import set_threads
 from gradcampp.engines.recipe import ModelRecipe
 from gradcampp.engines.work import ImageWork, Settings
-from gradcampp.pipeline import RunResult
+from gradcampp.pipeline import ImageExplanation, RunResult
 
 __all__ = ["ExplainBatch", "explain_files"]
 
@@ -136,11 +136,11 @@ class ExplainBatch:
         out = dict(batch)
         if not views:
             return out
-        found = self.work.explain(views)
-        failed = [(i, item) for i, item in enumerate(found) if isinstance(item, str)]
-        if failed:
-            i, reason = failed[0]
-            raise ValueError(f"image {i} of the batch cannot be explained: {reason}")
+        found: list[ImageExplanation] = []
+        for i, item in enumerate(self.work.explain(views)):
+            if isinstance(item, str):
+                raise ValueError(f"image {i} of the batch cannot be explained: {item}")
+            found.append(item)
         explained = np.stack([item.explained for item in found])  # (N, T)
         probs = np.stack([item.probs for item in found])
         order = np.stack([item.order for item in found])

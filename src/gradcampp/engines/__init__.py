@@ -52,7 +52,7 @@ def run_job(
     Raises:
         ValueError: for an unknown engine, Ray options with the local engine, or notes with Ray.
     """
-    common = {
+    common: dict[str, Any] = {
         "resume": resume,
         "report_sample": report_sample,
         "title": title,

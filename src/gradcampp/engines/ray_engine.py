@@ -54,12 +54,10 @@ def set_threads(threads: int | None) -> None:
     """Limit this process's PyTorch intra-op threads (None: leave them)."""
     if threads is None:
         return
-    torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch
-        except ImportError:
-            return
+    try:
+        import torch
+    except ImportError:
+        return
     torch.set_num_threads(max(1, int(threads)))
 
 
@@ -211,7 +209,7 @@ def _quiet_ray_data(ray: Any) -> Iterator[None]:
 def _model_error(error: BaseException) -> ModelSpecError | None:
     """The ModelSpecError a worker raised, found in the exceptions Ray wraps it in."""
     seen = set()
-    stack = [error]
+    stack: list[BaseException | None] = [error]
     while stack:
         current = stack.pop()
         if current is None or id(current) in seen:

@@ -72,7 +72,7 @@ def _from_factory(factory: Callable[[], Any], device: str) -> LoadedModel:
 
         return LoadedModel(
             _finish_torch(model, device),
-            Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
             None,
             description,
             "torch",
