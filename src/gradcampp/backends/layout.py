@@ -4,15 +4,17 @@ A layer's output is a *feature map of the input* when its spatial shape is the i
 shape divided by one stride. Three layouts are recognised, for inputs with spatial shape ``S``
 (rank ``r``) and a batch of ``N``:
 
-- ``channels_first``: ``(N, C, *S')`` (PyTorch's convention; it wins whenever it fits);
-- ``channels_last``: ``(N, *S', C)`` (e.g. timm's Swin), only when channels-first does not fit;
+- ``channels_first``: ``(N, C, *S')`` (PyTorch's convention; it wins whenever it fits as well);
+- ``channels_last``: ``(N, *S', C)`` (e.g. timm's Swin), only when channels-first does not fit
+  as well;
 - ``tokens``: ``(N, L, D)`` with ``L = p + prod(S')``: ``p`` prefix tokens (class, distillation or
   register tokens, ``0 <= p <= MAX_PREFIX``, dropped) followed by the grid ``S'`` in raster order.
 
 ``S'`` fits ``S`` when one integer stride ``s >= 1`` gives ``S'_i`` in
 ``[floor(S_i / s), ceil(S_i / s)]`` on every axis (the rounding of padded layers). Maps may also
 have lost a few border pixels to unpadded convolutions: up to ``max(4, S_i // 10)`` input pixels
-per axis (``floor((S_i - m) / s) <= S'_i``). Token grids must fit exactly (no margin). For 3-D
+per axis (``floor((S_i - m) / s) <= S'_i``); an exact fit of either reading wins over a fit that
+needs the margin. Token grids must fit exactly (no margin). For 3-D
 inputs the first axis (time or depth) has its own stride; the other axes share one. A map needs
 spatial extent: ``prod(S') > 1``.
 """
@@ -143,10 +145,11 @@ def read_layout(shape: tuple[int, ...], spatial: tuple[int, ...]) -> Reading:
     if len(shape) == rank + 2 and math.prod(shape[2:]) <= 1:
         return Reading(None)  # pooled (N, C, 1, ...): never read another way
     if len(shape) == rank + 2:
-        if fits(tuple(shape[2:]), spatial):
-            return Reading(Layout("channels_first", tuple(shape[2:])))
-        if fits(tuple(shape[1:-1]), spatial):
-            return Reading(Layout("channels_last", tuple(shape[1:-1])))
+        for exact in (True, False):  # an exact fit first, then with the margin
+            if fits(tuple(shape[2:]), spatial, exact=exact):
+                return Reading(Layout("channels_first", tuple(shape[2:])))
+            if shape[-1] > 1 and fits(tuple(shape[1:-1]), spatial, exact=exact):
+                return Reading(Layout("channels_last", tuple(shape[1:-1])))
     if len(shape) != 3:
         return Reading(None)
     first = 1 if rank == 1 else 0  # a 1-D channels-last map is prefix 0, tested above
