@@ -30,6 +30,7 @@ def reference_maps(model, layer, x, labels, to_grid):
         logits = model(x)
     finally:
         handle.remove()
+    logits = getattr(logits, "logits", logits)  # Hugging Face: a ModelOutput
     score = logits[torch.arange(len(labels)), labels].sum()
     (grad,) = torch.autograd.grad(score, kept[-1])
     a = to_grid(kept[-1].detach()).double()
