@@ -13,6 +13,9 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     fi
 fi
 pip_install -e ".[test,docs]"
+# Vision transformers and Hugging Face models (random weights) for the model tests; also in the
+# test extra, pinned to versions that keep torch and numpy as they are.
+pip_install "timm==1.0.31" "transformers==5.23.0"
 # Keras 3 on TensorFlow, and xplique 2.0.2 to compare against. xplique pins tensorflow[and-cuda]
 # (gigabytes of CUDA wheels), so it is installed without its dependencies, followed by what it
 # imports, pinned to versions that keep the TensorFlow above.
