@@ -1,15 +1,19 @@
 """Explanation quality on the demo shapes, whose object masks and boxes are known exactly.
 
-For single-instance and multi-instance (2 to 4 shapes) images separately, it explains the true
-class of each image with Grad-CAM++ (paper and xplique variants) and Grad-CAM, and compares them
-with two maps that know nothing of the model: uniform random noise and a centred Gaussian.
-Columns: Average Drop %, % Increase in Confidence, Win % vs Grad-CAM (paper section 4.1),
-Deletion and Insertion AUC (Petsiuk et al. 2018), pointing game, energy pointing game,
-Loc(delta) at delta = 0, 0.25, 0.5 (paper section 4.3) and instance recall, all over the boxes.
+For each bundled demo model (``gap``: global average pooling head; ``fc``: flatten + hidden fully
+connected head on the same features) and for single-instance and multi-instance (2 to 4 shapes)
+images separately, it explains the true class of each image with Grad-CAM++ (paper and xplique
+variants) and Grad-CAM, and compares them with two maps that know nothing of the model: uniform
+random noise and a centred Gaussian. Columns: Average Drop %, % Increase in Confidence, Win % vs
+Grad-CAM (paper section 4.1), Deletion and Insertion AUC (Petsiuk et al. 2018; tied pixels in
+random order, and in row-major order in a second table), pointing game, energy pointing game,
+Loc(delta) at delta = 0, 0.25, 0.5 (the paper's, values kept; binarised in the second table) and
+instance recall, all over the boxes. A third table gives the paired difference Grad-CAM++ (paper)
+minus Grad-CAM on the same images, with its standard error.
 
 Run from the repository root:
 
-    PYTHONPATH=src python -m benchmarks.quality [--n 500] [--seed 0]
+    PYTHONPATH=src python -m benchmarks.quality [--n 500] [--seed 0] [--models gap,fc]
 
 It prints Markdown tables and writes them, with the seed and the command, to
 ``benchmarks/results/quality.md``.
@@ -64,12 +68,22 @@ COLUMNS = (
     "Inst. recall ↑",
 )
 EXTRA_COLUMNS = (
-    "Loc(0), values ↑",
-    "Loc(0.25), values ↑",
-    "Loc(0.5), values ↑",
+    "Deletion AUC, row-major ties ↓",
+    "Insertion AUC, row-major ties ↑",
+    "Loc(0), binarised ↑",
+    "Loc(0.25), binarised ↑",
+    "Loc(0.5), binarised ↑",
     "support: share of pixels with E > 0",
 )
+TOL = 1e-6  # the default tolerance of increase_in_confidence and win_percentage
+REFERENCE, COMPARED = "Grad-CAM", "Grad-CAM++ (paper)"
 SETTINGS = (("single-instance", 1), ("multi-instance (2-4)", (2, 4)))
+MODELS = {
+    "gap": "DemoCNN, global average pooling and one linear layer (gradients constant over "
+    "each channel)",
+    "fc": "DemoCNNFC, the same features, 4x4 max-pooling, flatten and a hidden fully connected "
+    "layer (gradients vary over positions)",
+}
 
 
 def gaussian_map(n: int, size: int, sigma: float) -> np.ndarray:
@@ -105,9 +119,10 @@ def evaluate(
     *,
     steps: int = 16,
     batch_size: int = 250,
-) -> tuple[dict[str, list[float]], dict[str, list[float]], float]:
-    """Scores (one list per method, in ``COLUMNS`` order), their standard errors, and the
-    model's accuracy on the images."""
+    n_orders: int = 8,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], float, dict[str, list[np.ndarray]]]:
+    """Scores (one list per method, in ``COLUMNS + EXTRA_COLUMNS`` order), their standard errors,
+    the model's accuracy on the images, and the per-image values behind each score."""
     batch = generate_shapes(n, seed, instances=instances)
     images, labels = batch.images, batch.labels
     instance_boxes = boxes_to_masks(batch.boxes, images.shape[2:])
@@ -118,16 +133,20 @@ def evaluate(
     }
     accuracy = float(np.mean(_predict(model, images, batch_size) == labels))
     reference = confidence["Grad-CAM"].o
-    scores, errors = {}, {}
+    scores, errors, values = {}, {}, {}
+    causal = {"steps": steps, "batch_size": batch_size}
+    n_pixels = images.shape[-1] * images.shape[-2]
+    counts = (2 * np.arange(steps + 1) * n_pixels + steps) // (2 * steps)  # as in deletion()
     for name, m in maps.items():
         y, o = confidence[name].y, confidence[name].o
         drops = 100 * np.maximum(0, y - o) / y
+        wins = 100.0 * ((o > reference + TOL) + 0.5 * (np.abs(o - reference) <= TOL))
         per_image = [
             drops,
-            100.0 * (o > y),
-            None if name == "Grad-CAM" else 100.0 * ((o > reference) + 0.5 * (o == reference)),
-            deletion(model, images, m, labels, steps=steps, batch_size=batch_size).auc,
-            insertion(model, images, m, labels, steps=steps, batch_size=batch_size).auc,
+            100.0 * (o > y + TOL),
+            None if name == REFERENCE else wins,
+            deletion(model, images, m, labels, n_orders=n_orders, **causal).auc,
+            insertion(model, images, m, labels, n_orders=n_orders, **causal).auc,
             pointing_game(m, instance_boxes, tolerance=TOLERANCE).astype(float),
             energy_pointing_game(m, instance_boxes),
             *(loc_delta(m, instance_boxes, delta) for delta in DELTAS),
@@ -135,17 +154,71 @@ def evaluate(
         ]
         assert abs(per_image[0].mean() - average_drop(y, o)) < 1e-9
         assert abs(per_image[1].mean() - increase_in_confidence(y, o)) < 1e-9
-        if name != "Grad-CAM":
+        if name != REFERENCE:
             assert abs(per_image[2].mean() - win_percentage(o, reference)) < 1e-9
         per_image += [
-            *(loc_delta(m, instance_boxes, delta, binarize=False) for delta in DELTAS),
+            *row_major_auc(model, images, m, labels, per_image[3:5], counts, causal),
+            *(loc_delta(m, instance_boxes, delta, binarize=True) for delta in DELTAS),
             np.mean(minmax_normalize(m) > 0, axis=(1, 2)),
         ]
         scores[name] = [np.nan if v is None else float(v.mean()) for v in per_image]
         errors[name] = [
             np.nan if v is None else float(v.std(ddof=1) / np.sqrt(n)) for v in per_image
         ]
-    return scores, errors, accuracy
+        values[name] = per_image
+    return scores, errors, accuracy, values
+
+
+def cuts_a_tie(maps: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: whether some step count falls strictly inside a group of tied values (only
+    then do the random and the row-major rule give different curves)."""
+    flat = -np.sort(-maps.reshape(maps.shape[0], -1), axis=1)
+    inner = counts[(counts > 0) & (counts < flat.shape[1])]
+    return np.any(flat[:, inner - 1] == flat[:, inner], axis=1)
+
+
+def row_major_auc(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    maps: np.ndarray,
+    labels: np.ndarray,
+    random_auc: list[np.ndarray],
+    counts: np.ndarray,
+    causal: dict[str, int],
+) -> list[np.ndarray]:
+    """Deletion and Insertion AUC with row-major ties, run only on the images whose curves
+    differ from the random-order ones (the others are copied)."""
+    cut = cuts_a_tie(maps, counts)
+    results = [auc.copy() for auc in random_auc]
+    if cut.any():
+        for result, metric in zip(results, (deletion, insertion), strict=True):
+            result[cut] = metric(
+                model, images[cut], maps[cut], labels[cut], ties="row-major", **causal
+            ).auc
+    return results
+
+
+def paired_table(values: dict[str, list[np.ndarray]]) -> str:
+    """Mean and standard error of the per-image difference ``COMPARED - REFERENCE`` for each
+    column where both have per-image values, and whether it exceeds twice its standard error."""
+    columns = COLUMNS + EXTRA_COLUMNS
+    lines = [
+        f"| metric | {COMPARED} minus {REFERENCE} | ± s.e. | beyond 2 s.e.? |",
+        "|---|---:|---:|---|",
+    ]
+    for index, column in enumerate(columns):
+        a, b = values[COMPARED][index], values[REFERENCE][index]
+        if a is None or b is None:
+            continue
+        diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+        mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+        decimals = 1 if "%" in column else 3
+        if se == 0 and mean == 0:
+            verdict = "no (identical on every image)"
+        else:
+            verdict = "yes" if abs(mean) > 2 * se else "no (within noise)"
+        lines.append(f"| {column} | {mean:+.{decimals}f} | {se:.{decimals}f} | {verdict} |")
+    return "\n".join(lines)
 
 
 def sanity_table(model: torch.nn.Module, n: int, seed: int, batch_size: int) -> str:
@@ -219,16 +292,26 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--steps", type=int, default=16, help="Deletion/Insertion steps")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument(
+        "--n-orders", type=int, default=8, help="random orders per tie group (Deletion/Insertion)"
+    )
+    parser.add_argument(
         "--sanity-n", type=int, default=100, help="images for the randomisation check"
     )
+    parser.add_argument(
+        "--models", default="gap,fc", help="demo models, comma-separated: gap, fc (default both)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/quality.md"), help="Markdown output"
     )
     args = parser.parse_args(argv)
+    heads = [h.strip() for h in args.models.split(",") if h.strip()]
+    if not heads or any(h not in MODELS for h in heads):
+        parser.error(f"--models must list some of {tuple(MODELS)}, got {args.models!r}")
+    torch.set_num_threads(args.threads)
     command = "PYTHONPATH=src python -m benchmarks.quality " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
     )
-    model = load_demo_model()
     started = time.perf_counter()
     parts = [
         "# Explanation quality on the demo shapes",
@@ -236,51 +319,80 @@ def main(argv: list[str] | None = None) -> str:
         f"Command: `{command}`  ",
         f"Seed: {args.seed}; {args.n} images per setting; true classes explained; "
         f"Deletion/Insertion in {args.steps} steps (deleted pixels set to 0, insertion from a "
-        f"Gaussian blur with sigma 5 px); pointing tolerance {TOLERANCE:g} px; Loc, energy and "
-        f"pointing over the union of the boxes; instance recall: share of instances (boxes) "
+        "Gaussian blur with sigma 5 px), tied pixels in random order (expected curve, "
+        f"{args.n_orders} seeded orders where a tie group cannot be enumerated) unless marked "
+        f"row-major; pointing tolerance {TOLERANCE:g} px; Loc(delta) as in the paper (values "
+        "below delta set to 0, the rest kept) unless marked binarised; Loc, energy and "
+        "pointing over the union of the boxes; instance recall: share of instances (boxes) "
         f"holding >= {MIN_SHARE:g} of the map's energy; Gaussian map sigma = "
-        f"{GAUSSIAN_SIGMA:g} x image side; Win % counts ties as half.",
+        f"{GAUSSIAN_SIGMA:g} x image side; Increase in Confidence and Win % treat differences "
+        f"<= {TOL:g} as none; Win % counts ties as half. "
+        "± s.e.: the largest standard error of a mean in the column.",
     ]
-    for title, instances in SETTINGS:
-        scores, errors, accuracy = evaluate(
-            model, args.n, args.seed, instances, steps=args.steps, batch_size=args.batch_size
-        )
-        main_cols = len(COLUMNS)
+    for head in heads:
+        model = load_demo_model(head)
+        parts += ["", f"## Model `{head}`: {MODELS[head]}"]
+        for title, instances in SETTINGS:
+            scores, errors, accuracy, values = evaluate(
+                model,
+                args.n,
+                args.seed,
+                instances,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                n_orders=args.n_orders,
+            )
+            main_cols = len(COLUMNS)
+            parts += [
+                "",
+                f"### `{head}`, {title} images (model accuracy {100 * accuracy:.1f}%)",
+                "",
+                table(
+                    {k: v[:main_cols] for k, v in scores.items()},
+                    {k: v[:main_cols] for k, v in errors.items()},
+                ),
+                "",
+                "Deletion and Insertion with tied pixels in row-major order (the rule of earlier "
+                "versions), Loc(delta) binarised, and the share of pixels where the normalised "
+                "map is above 0:",
+                "",
+                table(
+                    {k: v[main_cols:] for k, v in scores.items()},
+                    {k: v[main_cols:] for k, v in errors.items()},
+                    EXTRA_COLUMNS,
+                    0,
+                ),
+                "",
+                f"Paired differences on the same {args.n} images:",
+                "",
+                paired_table(values),
+            ]
+            print(
+                f"{head}, {title}: done after {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+            )
+            _write(args.out, [*parts, "", "(incomplete: the run is still going)"])
         parts += [
             "",
-            f"## {title} images (model accuracy {100 * accuracy:.1f}%)",
+            f"### `{head}`, sanity check: cascading randomisation ({args.sanity_n} images, "
+            "1-4 instances)",
             "",
-            table(
-                {k: v[:main_cols] for k, v in scores.items()},
-                {k: v[:main_cols] for k, v in errors.items()},
-            ),
+            "Mean Spearman rank correlation between each image's map from the trained model and "
+            "from a copy whose layers are re-initialised from the output down to the named layer "
+            "(Adebayo et al. 2018); low values pass.",
             "",
-            "Loc(delta) with the map's values kept above delta (`binarize=False`) instead of "
-            "binarised, and the share of pixels where the normalised map is above 0:",
-            "",
-            table(
-                {k: v[main_cols:] for k, v in scores.items()},
-                {k: v[main_cols:] for k, v in errors.items()},
-                EXTRA_COLUMNS,
-                0,
-            ),
+            sanity_table(model, args.sanity_n, args.seed, args.batch_size),
         ]
-        print(f"{title}: done after {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    parts += [
-        "",
-        f"## Sanity check: cascading randomisation ({args.sanity_n} images, 1-4 instances)",
-        "",
-        "Mean Spearman rank correlation between each image's map from the trained model and "
-        "from a copy whose layers are re-initialised from the output down to the named layer "
-        "(Adebayo et al. 2018); low values pass.",
-        "",
-        sanity_table(model, args.sanity_n, args.seed, args.batch_size),
-    ]
     parts += ["", f"Run time: {time.perf_counter() - started:.0f} s, torch {torch.__version__}."]
-    text = "\n".join(parts) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    text = _write(args.out, parts)
     print(text)
+    return text
+
+
+def _write(path: Path, parts: list[str]) -> str:
+    text = "\n".join(parts) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     return text
 
 

@@ -1,7 +1,7 @@
-"""Evaluate the shipped demo model on freshly generated images; print a Markdown table.
+"""Evaluate a shipped demo model on freshly generated images; print a Markdown table.
 
 Usage (from the repository root):
-    PYTHONPATH=src python scripts/evaluate_demo.py [--n 1000]
+    PYTHONPATH=src python scripts/evaluate_demo.py [--n 1000] [--head gap|fc]
 
 Reports, for single-instance and multi-instance images drawn with seeds the training never uses,
 the classification accuracy and, for Grad-CAM++ and Grad-CAM maps of the true class, the share of
@@ -47,10 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="images per group")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--head", choices=("gap", "fc"), default="gap", help="which demo model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = load_demo_model()
+    model = load_demo_model(args.head)
     groups = {
         "1 instance": generate_shapes(args.n, EVAL_SEED, instances=1),
         "2-4 instances": generate_shapes(args.n, EVAL_SEED + 1, instances=(2, 4)),

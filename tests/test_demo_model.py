@@ -12,7 +12,15 @@ import torch
 
 from gradcampp import GradCAMPP
 from gradcampp.demo import CLASSES, generate_shapes, load_demo_model
-from gradcampp.demo.model import WEIGHTS_PATH, DemoCNN, fold_batch_norm, load_weights, save_weights
+from gradcampp.demo.model import (
+    FC_WEIGHTS_PATH,
+    WEIGHTS_PATH,
+    DemoCNN,
+    DemoCNNFC,
+    fold_batch_norm,
+    load_weights,
+    save_weights,
+)
 
 # Seeds never used by scripts/train_demo.py (training: 0 and 1; its report: 1_000_000 and up).
 TEST_SEED = 20_261_127
@@ -103,3 +111,84 @@ def test_missing_weights_file_raises_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(demo_model, "WEIGHTS_PATH", tmp_path / "absent.npz")
     with pytest.raises(FileNotFoundError, match=r"absent\.npz"):
         load_demo_model()
+
+
+# The second demo model: the same features, a flatten + hidden fully connected head.
+
+
+@pytest.fixture(scope="module")
+def fc_model() -> DemoCNNFC:
+    return load_demo_model("fc")
+
+
+def test_fc_model_is_shipped_small_and_shares_the_features(fc_model, model):
+    assert FC_WEIGHTS_PATH.stat().st_size < 600_000
+    assert isinstance(fc_model, DemoCNNFC) and not fc_model.training
+    assert fc_model.classifier.fc1.in_features == 64 * 4 * 4
+    assert fc_model.classifier.fc2.out_features == len(CLASSES)
+    for (name, a), (_, b) in zip(
+        fc_model.features.state_dict().items(), model.features.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="64x64 inputs"):
+        fc_model(torch.zeros(1, 3, 32, 32))
+    # the pooling is not a module: the default layer is the 16x16 block, as for DemoCNN
+    images = generate_shapes(2, TEST_SEED + 4).images
+    assert GradCAMPP(fc_model).explain(images, upsample=False).shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="head must be one of"):
+        load_demo_model("vgg")
+
+
+def test_fc_model_is_accurate_on_fresh_images(fc_model):
+    batch = generate_shapes(300, TEST_SEED, instances=(1, 4))
+    with torch.no_grad():
+        predicted = fc_model(torch.from_numpy(batch.images)).argmax(1).numpy()
+    assert (predicted == batch.labels).mean() >= 0.95
+
+
+def _layer_gradients(net, images, labels):
+    x = torch.from_numpy(images)
+    features = net.features(x).detach().requires_grad_(True)
+    head = net.classifier(
+        net.pooled(features) if isinstance(net, DemoCNNFC) else net.pool(features).flatten(1)
+    )
+    head.gather(1, torch.from_numpy(labels)[:, None]).sum().backward()
+    return features.grad.numpy()
+
+
+def test_gradients_vary_over_positions_only_with_the_fc_head(model, fc_model):
+    batch = generate_shapes(4, TEST_SEED + 3)
+    gap = _layer_gradients(model, batch.images, batch.labels)
+    fc = _layer_gradients(fc_model, batch.images, batch.labels)
+    # global average pooling: dY/dA is the same at all 256 positions of a channel
+    spread = gap.max(axis=(2, 3)) - gap.min(axis=(2, 3))
+    assert spread.max() <= 1e-6 * np.abs(gap).max()
+    # max-pooling + fully connected: non-zero at one position per 4x4 window at most, and the
+    # non-zero values differ between windows
+    nonzero = (fc != 0).reshape(4, 64, 4, 4, 4, 4).sum(axis=(3, 5))
+    assert nonzero.max() <= 1
+    varied = [
+        np.unique(channel[channel != 0]).size > 1
+        for channel in fc.reshape(-1, 16, 16)
+        if np.count_nonzero(channel) > 1
+    ]
+    assert len(varied) > 100 and np.mean(varied) > 0.9
+
+
+def test_fc_weights_file_is_declared_as_package_data():
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["gradcampp"]
+    relative = FC_WEIGHTS_PATH.relative_to(root / "src" / "gradcampp").as_posix()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+def test_fc_model_is_reachable_from_the_command_line():
+    from gradcampp.cli import build_parser
+    from gradcampp.model_specs import load_model
+
+    loaded = load_model("demo-fc")
+    assert isinstance(loaded.model, DemoCNNFC) and loaded.classes == tuple(CLASSES)
+    assert "fully connected" in loaded.description
+    assert build_parser().parse_args(["demo", "--head", "fc"]).head == "fc"
+    assert build_parser().parse_args(["demo"]).head == "gap"

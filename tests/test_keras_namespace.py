@@ -35,8 +35,12 @@ def test_functions_match_numpy():
     np.testing.assert_array_equal(xp.moveaxis(t, 1, -1), np.moveaxis(a, 1, -1))
     np.testing.assert_array_equal(xp.moveaxis(t, -1, 0), np.moveaxis(a, -1, 0))
     np.testing.assert_array_equal(xp.reshape(t, (2, 3, -1)), a.reshape(2, 3, -1))
-    m = RNG.normal(size=(5, 7)).astype(np.float32)
+    m = RNG.normal(size=(2, 3, 5, 7)).astype(np.float32)  # same rank and batch axes: no broadcast
     np.testing.assert_allclose(xp.matmul(t, tf.constant(m)), a @ m, rtol=1e-5, atol=1e-6)
+    index = tf.constant([4, 0, 0, 2], tf.int64)
+    np.testing.assert_array_equal(xp.take(t, index, axis=-1), np.take(a, [4, 0, 0, 2], axis=-1))
+    np.testing.assert_array_equal(xp.take(t, index[1:], axis=1), np.take(a, [0, 0, 2], axis=1))
+    np.testing.assert_array_equal(xp.stack([t, t], axis=2), np.stack([a, a], axis=2))
     np.testing.assert_array_equal(xp.maximum(t, 0.0), np.maximum(a, 0))
     where = xp.where(t > 0, t, 0.0)
     assert where.dtype == tf.float32

@@ -94,6 +94,22 @@ def test_the_model_is_left_as_it_was():
     [
         (lambda: average_drop([0.0, 0.5], [0.1, 0.2]), ValueError, "probabilities"),
         (lambda: average_drop([0.5], [0.1, 0.2]), ValueError, "one shape"),
+        (lambda: average_drop([0.5, np.nan], [0.1, 0.2]), ValueError, r"^y must hold finite"),
+        (lambda: average_drop([0.5, 0.4], [np.nan, 0.2]), ValueError, r"^o must hold finite"),
+        (lambda: average_drop([0.5, 0.4], [0.1, 1.5]), ValueError, r"^o must hold prob"),
+        (
+            lambda: increase_in_confidence([np.inf, 0.4], [0.1, 0.2]),
+            ValueError,
+            r"^y must hold finite probabilities, got inf at index 0",
+        ),
+        (
+            lambda: increase_in_confidence([0.5, 0.4], [0.1, np.nan]),
+            ValueError,
+            r"^o must hold finite probabilities, got nan at index 1",
+        ),
+        (lambda: win_percentage([np.nan, 0.4], [0.1, 0.2]), ValueError, r"^o_a must hold finite"),
+        (lambda: win_percentage([0.5, 0.4], [0.1, -np.inf]), ValueError, r"^o_b must hold finite"),
+        (lambda: win_percentage([0.5], [0.4], tolerance=-1e-3), ValueError, "tolerance"),
         (lambda: win_percentage([0.5], [0.1, 0.2]), ValueError, "one shape"),
         (
             lambda: explanation_confidence(object(), np.ones((1, 1, 2, 2)), np.ones((1, 2, 2))),
@@ -131,3 +147,26 @@ def test_the_model_is_left_as_it_was():
 def test_bad_input_is_refused_with_a_clear_message(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_increase_in_confidence_does_not_depend_on_float_precision():
+    # a near-certain image: the masked probability is above Y by 2.8e-9 in float64, equal in
+    # float32 (spacing 6e-8 just below 1); with the default tolerance both count no increase
+    y64 = np.array([0.9999999, 0.5])
+    o64 = y64 + np.array([2.8e-9, 0.1])
+    y32, o32 = y64.astype(np.float32), o64.astype(np.float32)
+    assert o32[0] == y32[0] and o64[0] > y64[0]
+    assert increase_in_confidence(y64, o64) == 50.0
+    assert increase_in_confidence(y32, o32) == 50.0
+    assert increase_in_confidence(y64, o64, tolerance=0) == 100.0  # exact, as in the paper
+    assert increase_in_confidence([0.5], [0.5 + 2e-6]) == 100.0  # above the tolerance
+
+
+def test_win_percentage_counts_differences_within_the_tolerance_as_ties():
+    o_a = np.array([0.5 + 5e-7, 0.7, 0.2])
+    o_b = np.array([0.5, 0.6, 0.3])
+    assert win_percentage(o_a, o_b) == pytest.approx(100 * 1.5 / 3)
+    assert win_percentage(o_b, o_a) == pytest.approx(100 * 1.5 / 3)
+    assert win_percentage(o_a, o_b, tolerance=0) == pytest.approx(100 * 2 / 3)
+    total = win_percentage(o_a, o_b, tolerance=0) + win_percentage(o_b, o_a, tolerance=0)
+    assert total == pytest.approx(100)

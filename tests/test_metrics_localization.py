@@ -38,12 +38,25 @@ def test_boxes_to_masks_uses_exclusive_ends_and_x_as_column():
     ],
 )
 def test_loc_delta_binarised_by_hand(delta, expected):
+    np.testing.assert_allclose(loc_delta(MAP, BOX, delta, binarize=True), [expected])
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        # the paper's Loc^c(delta): values below delta set to 0, the others kept
+        # delta 0: internal (5 + 6 + 9 + 10) / 15, external (120 - 30) / 15, box area 4
+        (0.0, 30 / (60 + 90)),
+        # delta 0.5: E >= 0.5 keeps values 8..15: internal (9 + 10), external 8 + 11 + ... + 15
+        (0.5, 19 / (60 + 73)),
+        # delta 0.6: E >= 0.6 keeps values 9..15 (9 / 15 = 0.6 is kept, not cut)
+        (0.6, 19 / (60 + 65)),
+        (1.0, 0.0),  # only the maximum (15, outside the box) is kept
+    ],
+)
+def test_loc_delta_default_is_the_papers_with_the_values_kept(delta, expected):
     np.testing.assert_allclose(loc_delta(MAP, BOX, delta), [expected])
-
-
-def test_loc_delta_with_the_values_kept():
-    # internal (9 + 10) / 15, external (8 + 11 + 12 + 13 + 14 + 15) / 15
-    np.testing.assert_allclose(loc_delta(MAP, BOX, 0.5, binarize=False), [19 / (60 + 73)])
+    np.testing.assert_allclose(loc_delta(MAP, BOX, delta, binarize=False), [expected])
 
 
 def test_energy_pointing_game_by_hand():
@@ -91,7 +104,8 @@ def test_a_batch_of_images_with_union_masks_and_a_constant_map():
     masks = np.zeros((2, 4, 4), dtype=bool)
     masks[:, 1:3, 1:3] = True
     np.testing.assert_allclose(energy_pointing_game(maps, masks), [0.25, 0.0])
-    np.testing.assert_allclose(loc_delta(maps, masks, 0.0), [4 / 15, 0.0])
+    np.testing.assert_allclose(loc_delta(maps, masks, 0.0, binarize=True), [4 / 15, 0.0])
+    np.testing.assert_allclose(loc_delta(maps, masks, 0.0), [30 / 150, 0.0])
     np.testing.assert_allclose(instance_recall(maps, list(masks)), [1.0, 0.0])
 
 
@@ -105,6 +119,11 @@ def test_a_batch_of_images_with_union_masks_and_a_constant_map():
         (lambda: energy_pointing_game(MAP, np.ones((2, 4, 4), bool)), ValueError, "1 images"),
         (lambda: energy_pointing_game(MAP, np.ones((1, 3, 4), bool)), ValueError, "shape"),
         (lambda: instance_recall(MAP, BOX, min_share=0), ValueError, "min_share"),
+        (
+            lambda: instance_recall(MAP, [np.stack([BOX[0][0], np.zeros((4, 4), bool)])]),
+            ValueError,
+            r"regions: instance 1 of image 0 is an empty mask",
+        ),
         (lambda: boxes_to_masks([[[2, 0, 1, 1]]], (4, 4)), ValueError, "x1 >= x0"),
     ],
 )

@@ -31,6 +31,10 @@ def test_forms_and_target_counts():
         (Classes(np.zeros((3, 2), dtype=int)), ValueError, r"\(2, T\)"),
         (Classes([1.5]), TypeError, "integer"),
         (np.array([0, -2]), ValueError, "non-negative"),
+        (np.uint64(2**63), ValueError, "fit int64, got 9223372036854775808"),
+        (2**70, ValueError, "fit int64"),
+        (np.array([1, 2**64 - 1], dtype=np.uint64), ValueError, "fit int64"),
+        (Classes(np.array([3, 2**63], dtype=np.uint64)), ValueError, "fit int64"),
     ],
 )
 def test_bad_targets(targets, error, message):

@@ -271,3 +271,34 @@ def test_output_layer_reads_scores_before_a_softmax():
     ours = GradCAMPP(with_softmax, output_layer="0").explain(x, 1)
     torch.testing.assert_close(ours, expected)
     assert not torch.allclose(GradCAMPP(with_softmax).explain(x, 1), expected)
+
+
+class _Scaled(torch.nn.Module):
+    """A 2x2 max pool ``conv`` of the input times ``scale``, summed into one score per class:
+    every gradient is 1, so Grad-CAM's map is the pooled, scaled input."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.conv = torch.nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.conv(x * self.scale).sum(dim=(1, 2, 3))[:, None] * torch.ones(1, 2)
+
+
+def test_a_map_that_overflows_in_the_resize_is_an_error():
+    # A step from 0 to 3.3e38 (finite float32) overshoots by 7% under bicubic interpolation, past
+    # the float32 limit: infinite values must not be returned.
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., 4:] = 1.0
+    model = _Scaled(3.3e38)
+    low = GradCAM(model, conv_layer="conv").explain(x, 0, upsample=False)
+    assert torch.isfinite(low).all() and float(low.max()) == pytest.approx(3.3e38, rel=1e-6)
+    with pytest.raises(ValueError, match="not finite: the weighted sum of the feature maps"):
+        GradCAM(model, conv_layer="conv").explain(x, 0)
+
+
+def test_non_finite_activations_are_named_as_the_cause():
+    model = _Scaled(float("inf"))
+    with pytest.raises(ValueError, match="activations hold NaN or Inf"):
+        GradCAM(model, conv_layer="conv").explain(torch.ones(1, 1, 8, 8), 0, upsample=False)

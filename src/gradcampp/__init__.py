@@ -4,8 +4,9 @@
 >>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
 """
 
+from gradcampp.concurrency import model_lock
 from gradcampp.explainers import GradCAM, GradCAMPP
 from gradcampp.targets import Classes, TopK
 
-__all__ = ["Classes", "GradCAM", "GradCAMPP", "TopK", "__version__"]
+__all__ = ["Classes", "GradCAM", "GradCAMPP", "TopK", "__version__", "model_lock"]
 __version__ = "0.1.0"

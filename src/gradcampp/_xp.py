@@ -35,6 +35,19 @@ def constant_like(value: Any, like: Any, xp: Any, dtype: Any = None) -> Any:
     return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))
 
 
+def take(x: Any, indices: Any, axis: int, xp: Any) -> Any:
+    """Elements of ``x`` at the non-negative 1-d ``indices`` along ``axis``, in namespace ``xp``.
+
+    PyTorch tensors go to ``torch.index_select`` directly: the array-API wrapper would first add a
+    pass over ``indices`` for negative values, which never occur here.
+    """
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch.index_select(x, axis % x.ndim, indices)
+    return xp.take(x, indices, axis=axis)
+
+
 def to_numpy(value: Any) -> np.ndarray:
     """``value`` (NumPy array, PyTorch or TensorFlow tensor, nested sequence) as NumPy."""
     if hasattr(value, "detach"):  # torch tensors, wherever they live

@@ -38,7 +38,8 @@ MODEL_HELP = """model to explain:
   FILE.pt                  a whole module saved with torch.save(model): only with --allow-pickle
                            (TorchScript files are refused: they do not support the forward hooks
                            that Grad-CAM needs)
-  demo                     the bundled demo network (64x64 shape images)"""
+  demo                     the bundled demo network (64x64 shape images)
+  demo-fc                  the second demo network: flatten + hidden fully connected head"""
 
 
 PREPROCESS_HELP = """preprocessing:
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=6,
         help="single-instance images; half as many multi-instance ones follow (default: 6)",
+    )
+    demo.add_argument(
+        "--head",
+        choices=("gap", "fc"),
+        default="gap",
+        help="demo network: gap (global average pooling, the default) or fc (flatten + hidden "
+        "fully connected layer, where Grad-CAM++ and Grad-CAM differ more)",
     )
 
     explain = commands.add_parser(
@@ -301,7 +309,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return _error(f"the demo needs its extra dependencies: {error}", EXIT_MODEL)
     out_dir = Path(args.out)
     try:
-        loaded = load_model("demo")
+        loaded = load_model("demo-fc" if args.head == "fc" else "demo")
         from gradcampp.pipeline import explain_images
 
         demo_images = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)

@@ -154,15 +154,11 @@ class GradCAM:
             acts, grads = self.backend.capture(batch.x[start:stop], plan, start, stop)
             maps = class_activation_map(acts, self._weights(acts, grads))
             xp = namespace(maps)
-            if not bool(xp.all(xp.isfinite(maps))):
-                raise ValueError(
-                    "the explanation is not finite: the model's gradients overflow "
-                    "(run the model in float32)"
-                )
             if upsample:
                 maps = resize(maps, batch.spatial, kernel_table=self.variant == "xplique")
-                if self.variant != "xplique":
-                    maps = xp.maximum(maps, 0.0)
+            _check_finite(maps, acts, grads, xp)
+            if self.variant != "xplique":
+                maps = xp.maximum(maps, 0.0)  # bicubic overshoot below zero
             chunks.append(maps)
         maps = xp.concat(chunks, axis=0) if len(chunks) > 1 else chunks[0]
         return batch.finish(maps if plan.multi else maps[:, 0, ...])
@@ -184,6 +180,25 @@ def _check_operator(operator: Any) -> None:
         f"{operator!r}; pass another score as a callable target to explain(inputs, targets), "
         "e.g. gradcampp.targets.SegmentationTarget or DetectionTarget"
     )
+
+
+def _check_finite(maps: Any, acts: Any, grads: Any, xp: Any) -> None:
+    """Raise a ``ValueError`` naming the cause when ``maps`` hold a NaN or an infinity.
+
+    One sum decides in the common case (a sum of finite float32 values overflows only when they
+    are near the float32 limit); the element-wise tests run only on a bad sum.
+    """
+    if bool(xp.isfinite(xp.sum(maps))) or bool(xp.all(xp.isfinite(maps))):
+        return
+    if not bool(xp.all(xp.isfinite(acts))):
+        cause = "the explained layer's activations hold NaN or Inf (the forward pass overflows)"
+    elif not bool(xp.all(xp.isfinite(grads))):
+        cause = (
+            "the gradients of the explained score hold NaN or Inf (the model's gradients overflow)"
+        )
+    else:
+        cause = "the weighted sum of the feature maps overflows float32"
+    raise ValueError(f"the explanation is not finite: {cause}; run the model in float32")
 
 
 class GradCAMPP(GradCAM):

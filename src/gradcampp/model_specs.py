@@ -13,7 +13,8 @@ A model spec is one of:
 - a PyTorch file: a TorchScript archive is recognised and refused (TorchScript modules do not
   support the forward hooks that Grad-CAM needs); a whole pickled module (``torch.save(model)``)
   is loaded only with ``allow_pickle=True``, because unpickling runs code stored in the file.
-- ``demo``: the bundled demo network (``gradcampp.demo``).
+- ``demo``: the bundled demo network (``gradcampp.demo``); ``demo-fc``: the second one, with a
+  flatten + hidden fully connected head.
 """
 
 from __future__ import annotations
@@ -361,16 +362,16 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
     )
 
 
-def _demo(device: str) -> LoadedModel:
+def _demo(device: str, head: str = "gap") -> LoadedModel:
     try:
         from gradcampp.demo import CLASSES, load_demo_model
     except ImportError as error:
         raise ModelSpecError(f"the demo model is not available: {error}") from error
     return LoadedModel(
-        _finish_torch(load_demo_model(), device),
+        _finish_torch(load_demo_model(head), device),
         Preprocess(size=64),
         tuple(CLASSES),
-        "gradcampp demo network",
+        "gradcampp demo network" + (" (fully connected head)" if head == "fc" else ""),
         "torch",
     )
 
@@ -411,6 +412,8 @@ def load_model(
         raise ModelSpecError("--weights DEFAULT is only meaningful for torchvision:NAME models")
     if spec == "demo":
         return _demo(device)
+    if spec == "demo-fc":
+        return _demo(device, "fc")
     if spec.startswith("torchvision:"):
         return _torchvision(spec.split(":", 1)[1], weights, device)
     path = Path(spec)
@@ -430,5 +433,5 @@ def load_model(
         raise ModelSpecError(f"model file not found: {path}")
     raise ModelSpecError(
         f"unknown model spec {spec!r}: expected torchvision:NAME, package.module:callable, "
-        "demo, or the path of a .keras / TorchScript / pickled PyTorch file"
+        "demo, demo-fc, or the path of a .keras / TorchScript / pickled PyTorch file"
     )

@@ -1,34 +1,45 @@
 """Separable bicubic resizing of N-d maps, the same in every framework.
 
-A resize along one axis is a matrix ``M`` of shape ``(out, in)``; an N-d resize applies one such
-matrix per spatial axis. The matrices are built once in NumPy (float64) and applied with the
-input's own array namespace, so a PyTorch map stays on its GPU and a TensorFlow map in TensorFlow.
+An N-d resize is one 1-d resize per spatial axis. Along one axis every output sample is a weighted
+sum of four input samples (its taps), so the cost and the memory are linear in the output's size:
+the tap indices and weights are computed in NumPy (``cubic_taps``) and applied with the input's own
+array namespace (four gathers, four products, three sums), so a PyTorch map stays on its GPU and a
+TensorFlow map in TensorFlow. No ``(out, in)`` matrix is formed and no matrix product is used (in
+TensorFlow a batch matrix product of a rank-4 map with a 2-d matrix corrupts memory under oneDNN on
+AVX-512 CPUs: tensorflow/tensorflow issues 117700 and 123109).
 
 The kernel is Keys' cubic convolution (Keys 1981) with ``a = -0.5``:
 
     k(t) = (a + 2)|t|^3 - (a + 3)|t|^2 + 1          for |t| <= 1,
     k(t) = a|t|^3 - 5a|t|^2 + 8a|t| - 4a            for 1 < |t| < 2,   0 otherwise,
 
-sampled with half-pixel centres: output pixel ``o`` reads input position
-``x = (o + 0.5) * in / out - 0.5`` and its four neighbours ``floor(x) - 1 .. floor(x) + 2``.
-Neighbours outside the input are dropped and the remaining four-tap weights renormalised to sum to
-one. These are the semantics of ``tf.image.resize(..., method="bicubic")``; with
-``kernel_table=True`` the weights are also looked up, as TensorFlow does, in a table of the kernel
-at 1024 fractional offsets (the fraction rounded half-to-even), in float32 arithmetic.
+sampled with half-pixel centres: output sample ``o`` reads input position
+``x = (o + 0.5) * in / out - 0.5`` and its four neighbours ``floor(x) - 1 .. floor(x) + 2``, so
+
+    out[o] = sum_{j=0..3} w_j(o) in[floor(x) - 1 + j].
+
+Neighbours outside the input are dropped and the remaining weights renormalised to sum to one.
+These are the semantics of ``tf.image.resize(..., method="bicubic")``; with ``kernel_table=True``
+the weights are also looked up, as TensorFlow does, in a table of the kernel at 1024 fractional
+offsets (the fraction rounded half-to-even), in float32 arithmetic.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from gradcampp._xp import constant_like, namespace
+from gradcampp._xp import constant_like, namespace, take
 
 KEYS_A = -0.5
 TABLE_SIZE = 1024
+#: Values resized at a time along a long axis, and the fewest samples of a piece (``_resize_axis``).
+CHUNK = 1 << 18
+MIN_PIECE = 4096
 
 
 def keys_kernel(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
@@ -42,9 +53,17 @@ def keys_kernel(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
         float64 array shaped like ``t``: ``k(0) = 1``, ``k(1) = k(2) = 0``.
     """
     t = np.abs(np.asarray(t, dtype=np.float64))
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+    return np.where(t <= 1, _near(t, a), np.where(t < 2, _far(t, a), 0.0))
+
+
+def _near(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
+    """``k(t)`` for ``0 <= t <= 1``: ``(a + 2) t^3 - (a + 3) t^2 + 1``."""
+    return ((a + 2) * t - (a + 3)) * t * t + 1
+
+
+def _far(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
+    """``k(t)`` for ``1 <= t <= 2``: ``a t^3 - 5a t^2 + 8a t - 4a``."""
+    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
 
 
 @lru_cache(maxsize=1)
@@ -58,55 +77,69 @@ def _float32_table() -> np.ndarray:
     return np.stack([near, far], axis=1)
 
 
-@lru_cache(maxsize=256)
-def cubic_matrix(n_in: int, n_out: int, kernel_table: bool = False) -> np.ndarray:
-    """The ``(n_out, n_in)`` matrix that resizes one axis from ``n_in`` to ``n_out`` samples.
+def cubic_taps(
+    n_in: int, n_out: int, kernel_table: bool = False, start: int = 0, stop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The four taps of output samples ``start:stop`` of a 1-d resize from ``n_in`` to ``n_out``.
+
+    Output sample ``o`` is ``sum_j weights[j, o] * input[clip(first[o] + j, 0, n_in - 1)]`` with
+    ``first[o] = floor(x_o) - 1``. Taps that fall outside the input have weight 0; the weights of
+    each sample sum to one.
 
     Args:
         n_in: input length (>= 1).
         n_out: output length (>= 1).
         kernel_table: reproduce TensorFlow's float32 weight table instead of the exact kernel.
+        start, stop: the output samples wanted (default: all, ``0:n_out``).
 
     Returns:
-        float64 matrix whose rows sum to one (read-only; cached).
+        ``first``: int64 ``(m,)``, the index of each sample's first tap (may lie outside the
+        input); ``weights``: float64 ``(4, m)`` (float32 values with ``kernel_table``), for the
+        ``m = stop - start`` samples. Memory and time are linear in ``m``.
+
+    Raises:
+        ValueError: for a length below 1.
     """
     if n_in < 1 or n_out < 1:
         raise ValueError(f"resize lengths must be >= 1, got {n_in} -> {n_out}")
-    out = np.arange(n_out)
     if kernel_table:
         scale = np.float32(n_in) / np.float32(n_out)
-        pos = (out.astype(np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-        base = np.floor(pos).astype(np.int64)
-        offset = np.rint((pos - base.astype(np.float32)) * np.float32(TABLE_SIZE)).astype(np.int64)
+        out = np.arange(start, n_out if stop is None else stop, dtype=np.float32)
+        pos = (out + np.float32(0.5)) * scale - np.float32(0.5)
+        base = np.floor(pos)
+        offset = np.rint((pos - base) * np.float32(TABLE_SIZE)).astype(np.int64)
         table = _float32_table()
-        taps = np.stack(
+        weights = np.stack(
             [
                 table[offset, 1],
                 table[offset, 0],
                 table[TABLE_SIZE - offset, 0],
                 table[TABLE_SIZE - offset, 1],
-            ],
-            axis=1,
+            ]
         )
     else:
-        pos = (out + 0.5) * (n_in / n_out) - 0.5
-        base = np.floor(pos).astype(np.int64)
-        taps = keys_kernel(pos[:, None] - (base[:, None] + np.arange(-1, 3)))
-    index = base[:, None] + np.arange(-1, 3)
-    taps = np.where((index >= 0) & (index < n_in), taps, 0)
+        pos = (np.arange(start, n_out if stop is None else stop) + 0.5) * (n_in / n_out) - 0.5
+        base = np.floor(pos)
+        t = pos - base  # in [0, 1): the taps lie at distances 1 + t, t, 1 - t, 2 - t
+        weights = np.stack([_far(1 + t), _near(t), _near(1 - t), _far(2 - t)])
+    first = base.astype(np.int64) - 1
+    # samples whose taps reach outside the input: drop those taps and renormalise the rest
+    # (TensorFlow renormalises every sample, in float32)
+    rows = slice(None) if kernel_table else (first < 0) | (first + 3 >= n_in)
+    index = first[rows] + np.arange(4)[:, None]
+    kept = np.where((index >= 0) & (index < n_in), weights[:, rows], 0)
     if kernel_table:
-        taps = taps * (np.float32(1) / taps.sum(axis=1, keepdims=True, dtype=np.float32))
+        weights = kept * (np.float32(1) / kept.sum(axis=0, dtype=np.float32))
     else:
-        taps = taps / taps.sum(axis=1, keepdims=True)
-    matrix = np.zeros((n_out, n_in))
-    rows = np.broadcast_to(out[:, None], index.shape)
-    np.add.at(matrix, (rows, np.clip(index, 0, n_in - 1)), taps)
-    matrix.flags.writeable = False
-    return matrix
+        weights[:, rows] = kept / kept.sum(axis=0)
+    return first, weights.astype(np.float64, copy=False)
 
 
 def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any:
     """Bicubic resize of the trailing ``len(size)`` axes of ``maps`` to ``size``.
+
+    Along each axis, ``out[o] = sum_j w_j(o) in[clip(first(o) + j)]`` (see ``cubic_taps``): one
+    gather of four-sample windows and a weighted sum, linear in the output's size.
 
     Args:
         maps: array ``(..., *S_in)`` of any array-API namespace, floating point.
@@ -126,13 +159,45 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
     """
     xp = namespace(maps)
     size = tuple(int(s) for s in size)
-    first = maps.ndim - len(size)
-    if first < 0:
+    first_axis = maps.ndim - len(size)
+    if first_axis < 0:
         raise ValueError(f"cannot resize {len(size)} axes of an array of rank {maps.ndim}")
-    for axis, n_out in zip(range(first, maps.ndim), size, strict=True):
-        n_in = maps.shape[axis]
-        if n_in == n_out:
-            continue
-        matrix_t = constant_like(cubic_matrix(n_in, n_out, kernel_table).T, maps, xp)
-        maps = xp.moveaxis(xp.matmul(xp.moveaxis(maps, axis, -1), matrix_t), -1, axis)
+    for axis, n_out in zip(range(first_axis, maps.ndim), size, strict=True):
+        if maps.shape[axis] != n_out:
+            maps = _resize_axis(maps, axis, n_out, kernel_table, xp)
     return maps
+
+
+def _resize_axis(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) -> Any:
+    """``maps`` resized along ``axis`` to ``n_out`` samples.
+
+    The input, padded by two edge samples on each side, is laid out as overlapping windows of four
+    samples, ``U[..., i, j, ...] = padded[..., i + j, ...]``; output sample ``o`` then takes window
+    ``first(o) + 2`` (one gather) and sums it against its four weights.
+
+    Long axes are resized in pieces of about ``CHUNK`` values (at least ``MIN_PIECE`` samples
+    along the axis): every temporary array then stays small and is reused from the allocator's
+    pool instead of being mapped and faulted in afresh, which makes them several times faster.
+    """
+    n_in = maps.shape[axis]
+
+    def along(start: int, stop: int) -> Any:
+        return maps[(slice(None),) * axis + (slice(start, stop),)]
+
+    padded = xp.concat(
+        [along(0, 1), along(0, 1), maps, along(-1, None), along(-1, None)], axis=axis
+    )
+    windows = xp.stack(
+        [padded[(slice(None),) * axis + (slice(j, j + n_in + 1),)] for j in range(4)],
+        axis=axis + 1,
+    )  # (..., n_in + 1, 4, ...)
+    step = max(MIN_PIECE, CHUNK // max(math.prod(maps.shape) // n_in, 1))
+    shape = [1] * (maps.ndim + 1)
+    pieces = []
+    for start in range(0, n_out, step):
+        first, weights = cubic_taps(n_in, n_out, kernel_table, start, min(start + step, n_out))
+        shape[axis], shape[axis + 1] = first.shape[0], 4
+        index = constant_like(first + 2, maps, xp, xp.int64)
+        weight = xp.reshape(constant_like(weights.T, maps, xp), tuple(shape))
+        pieces.append(xp.sum(take(windows, index, axis, xp) * weight, axis=axis + 1))
+    return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=axis)

@@ -100,6 +100,11 @@ def _class_indices(value: Any, what: str) -> np.ndarray:
         raise TypeError(f"{what} must hold integer class indices, got dtype {array.dtype}")
     if array.size and array.min() < 0:
         raise ValueError(f"{what} must be non-negative class indices, got {int(array.min())}")
+    if array.size and int(array.max()) > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{what} must be class indices that fit int64, got {int(array.max())} "
+            f"(dtype {array.dtype})"
+        )
     return array.astype(np.int64)
 
 
@@ -238,6 +243,10 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
     if isinstance(targets, bool):
         raise TypeError("targets must be a class index, not a bool")
     if isinstance(targets, int | np.integer):
+        if int(targets) > np.iinfo(np.int64).max:
+            raise ValueError(
+                f"targets must be a class index that can fit int64, got {int(targets)}"
+            )
         indices = _class_indices(np.full((n, 1), int(targets)), "targets")
         return TargetPlan(n, multi=False, indices=indices)
     array = to_numpy(targets)

@@ -14,12 +14,15 @@ eager pass over a single sample, once per input shape.
 
 The model is left exactly as found: the wrapped ``call`` attributes are removed again (or the
 instance's own ones put back) in a ``finally`` block, also when the forward pass, the score or the
-gradient raises; nothing is stored on the model or its layers.
+gradient raises; nothing is stored on the model or its layers. While they are wrapped the backend
+holds ``model_lock(model)``, and the wrappers record calls made by the wrapping thread only, so
+explanations in several threads neither see nor disturb each other.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from gradcampp.backends.base import Batch, describe, unknown_layer
+from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
 
 LayerRef = str | int | keras.layers.Layer | None
@@ -57,14 +61,17 @@ def recording(
 
     Each layer's ``call`` is shadowed by an instance attribute for the length of the body; on exit
     (normal or by an exception) the attribute is deleted again, or the instance's own attribute
-    restored when it had one, so the layers are exactly as before.
+    restored when it had one, so the layers are exactly as before. Only calls made by the thread
+    that entered the body are reported; callers hold the model's lock around it.
     """
     patched: list[tuple[keras.layers.Layer, str, bool, Any]] = []
+    owner = threading.get_ident()
 
     def wrap(layer: keras.layers.Layer, call: Callable[..., Any]) -> Callable[..., Any]:
         def recorded_call(*args: Any, **kwargs: Any) -> Any:
             output = call(*args, **kwargs)
-            record(layer, output)
+            if threading.get_ident() == owner:
+                record(layer, output)
             return output
 
         return recorded_call
@@ -309,7 +316,8 @@ class KerasBackend:
         layer is chosen (the same activations, under the most specific name).
         """
         finished: list[tuple[keras.layers.Layer, Any]] = []
-        with recording(self._layers, lambda layer, output: finished.append((layer, output))):
+        record = lambda layer, output: finished.append((layer, output))  # noqa: E731
+        with model_lock(self.model), recording(self._layers, record):
             self.model(x, training=False)
         spatial = [i for i, (_, out) in enumerate(finished) if _spatial_extent(out, x.shape.rank)]
         if not spatial:
@@ -351,21 +359,22 @@ class KerasBackend:
     ) -> Any:
         """The compiled capture for one layer, kind of target and per-sample input shape."""
         key = (id(layer), mode, n_targets, tuple(x.shape[1:]), x.dtype)
-        if key not in self._compiled:
+        with model_lock(self.model):  # tracing wraps the model's layers
+            if key not in self._compiled:
 
-            def run(inputs: tf.Tensor, *chosen: tf.Tensor) -> tuple[Any, ...]:
-                plan = _graph_plan(mode, n_targets, chosen)
+                def run(inputs: tf.Tensor, *chosen: tf.Tensor) -> tuple[Any, ...]:
+                    plan = _graph_plan(mode, n_targets, chosen)
 
-                def scores(outputs: Any) -> Any:
-                    _CLASS_OUTPUTS.check_outputs(outputs)  # (N, n_classes), or a clear error
-                    return plan.scores(outputs, 0, None)
+                    def scores(outputs: Any) -> Any:
+                        _CLASS_OUTPUTS.check_outputs(outputs)  # (N, n_classes), or a clear error
+                        return plan.scores(outputs, 0, None)
 
-                return self._run(inputs, layer, scores)
+                    return self._run(inputs, layer, scores)
 
-            specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype)]
-            specs += [tf.TensorSpec((None, *s.shape[1:]), s.dtype) for s in selector]
-            self._compiled[key] = tf.function(run).get_concrete_function(*specs)
-        return self._compiled[key]
+                specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype)]
+                specs += [tf.TensorSpec((None, *s.shape[1:]), s.dtype) for s in selector]
+                self._compiled[key] = tf.function(run).get_concrete_function(*specs)
+            return self._compiled[key]
 
     def _run(
         self, x: tf.Tensor, layer: keras.layers.Layer, score_of: Callable[[Any], Any]
@@ -387,7 +396,7 @@ class KerasBackend:
                 read.append(output)
 
         watched = [layer] if self._output_layer is None else [layer, self._output_layer]
-        with tape, recording(watched, record):
+        with model_lock(self.model), tape, recording(watched, record):
             outputs = self.model(x, training=False)
             if self._output_layer is not None:
                 if not read:

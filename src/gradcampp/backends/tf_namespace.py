@@ -105,8 +105,26 @@ def isfinite(x: tf.Tensor, /) -> tf.Tensor:
 
 
 def matmul(x1: tf.Tensor, x2: tf.Tensor, /) -> tf.Tensor:
-    """Matrix product over the last two axes, leading axes broadcast."""
+    """Matrix product over the last two axes, for operands of one rank and equal batch axes.
+
+    Broadcasting batch products are refused: TensorFlow 2.20/2.21 run them (a rank-4 tensor times
+    a 2-d matrix, say) through oneDNN kernels that read past their operands' buffers on AVX-512
+    CPUs and corrupt the heap (tensorflow/tensorflow issues 117700 and 123109). Products whose
+    operands have the same rank and the same batch axes involve no broadcast and are not affected.
+    """
+    if x1.shape.rank != x2.shape.rank or x1.shape[:-2] != x2.shape[:-2]:
+        raise ValueError(
+            "matmul takes operands of one rank with equal batch axes (no broadcasting), got "
+            f"shapes {tuple(x1.shape)} and {tuple(x2.shape)}"
+        )
     return tf.linalg.matmul(x1, x2)
+
+
+def take(x: tf.Tensor, indices: tf.Tensor, /, *, axis: int | None = None) -> tf.Tensor:
+    """Elements of ``x`` at the 1-d ``indices`` along ``axis`` (``x`` flattened for ``None``)."""
+    if axis is None:
+        return tf.gather(tf.reshape(x, [-1]), indices)
+    return tf.gather(x, indices, axis=axis % x.shape.rank)
 
 
 def reshape(x: tf.Tensor, /, shape: Sequence[int], *, copy: Any = None) -> tf.Tensor:
@@ -128,6 +146,11 @@ def concat(arrays: Sequence[tf.Tensor], /, *, axis: int | None = 0) -> tf.Tensor
     if axis is None:
         return tf.concat([tf.reshape(a, [-1]) for a in arrays], axis=0)
     return tf.concat(list(arrays), axis=axis)
+
+
+def stack(arrays: Sequence[tf.Tensor], /, *, axis: int = 0) -> tf.Tensor:
+    """Tensors of one shape joined along a new axis ``axis``."""
+    return tf.stack(list(arrays), axis=axis)
 
 
 def argsort(

@@ -12,12 +12,15 @@ channels-last maps and transformer tokens on the patch grid are recognised by th
 ``reshape_transform`` given by the user replaces that reading.
 
 The model is left exactly as found: the hook is removed, and the ``training`` flag of every
-module is restored (the pass itself runs in eval mode), also when something raises.
+module is restored (the pass itself runs in eval mode), also when something raises. The forward
+pass holds ``model_lock(model)`` and its hooks act in the calling thread only, so explanations in
+several threads neither see nor disturb each other (see ``gradcampp.concurrency``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ import torch
 
 from gradcampp.backends.base import Batch, describe, unknown_layer
 from gradcampp.backends.layout import Layout, Reading, read_layout, suggested_transform
+from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan, class_scores
 
 #: A user's ``reshape_transform``: the layer's output -> ``(N, C, *S)``.
@@ -218,7 +222,11 @@ class TorchBackend:
         seen: list[_Seen] = []
         references: list[tuple[int, ...]] = [tuple(x.shape[2:])]
 
+        owner = threading.get_ident()
+
         def record(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() != owner:
+                return  # another thread's pass: leave it alone
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
             own = next(module.parameters(recurse=False), None) is not None
             seen.append(_Seen(module, shape, own, tuple(references)))
@@ -226,17 +234,18 @@ class TorchBackend:
             if resized is not None and resized not in references:
                 references.append(resized)
 
-        handles = [
-            module.register_forward_hook(record)
-            for module in self.model.modules()
-            if module is not self.model
-        ]
-        try:
-            with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
-                outputs = self.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with model_lock(self.model):
+            handles = [
+                module.register_forward_hook(record)
+                for module in self.model.modules()
+                if module is not self.model
+            ]
+            try:
+                with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+                    outputs = self.model(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
         self._references[tuple(x.shape[1:])] = tuple(references)
         return seen, outputs
 
@@ -303,20 +312,26 @@ class TorchBackend:
         modules = list(dict.fromkeys(event.module for event in tokens))
         kept: dict[torch.nn.Module, torch.Tensor] = {}
 
-        def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
-            kept[module] = output
+        owner = threading.get_ident()
 
-        handles = [module.register_forward_hook(keep) for module in modules]
-        try:
-            with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
-                score = _probe_score(self.model(x.clone().requires_grad_(True)))
-                wanted = [m for m in modules if m in kept and kept[m].requires_grad]
-                if score is None or not score.requires_grad or not wanted:
-                    return tokens[-1].module
-                grads = torch.autograd.grad(score, [kept[m] for m in wanted], allow_unused=True)
-        finally:
-            for handle in handles:
-                handle.remove()
+        def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() == owner:
+                kept[module] = output
+
+        with model_lock(self.model):
+            handles = [module.register_forward_hook(keep) for module in modules]
+            try:
+                with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
+                    outputs = self.model(x.clone().requires_grad_(True))
+            finally:
+                for handle in handles:
+                    handle.remove()
+        with torch.inference_mode(False), torch.enable_grad():
+            score = _probe_score(outputs)
+            wanted = [m for m in modules if m in kept and kept[m].requires_grad]
+            if score is None or not score.requires_grad or not wanted:
+                return tokens[-1].module
+            grads = torch.autograd.grad(score, [kept[m] for m in wanted], allow_unused=True)
         prefix = {event.module: event.reading.layout.prefix for event in tokens}  # type: ignore[union-attr]
         depends = [
             module
@@ -362,10 +377,13 @@ class TorchBackend:
 
         ``plan`` gives the ``T`` scores of samples ``start:stop`` from the model's outputs.
         """
-        layer = self._layer_for(x)
         captured: list[torch.Tensor] = []
+        read: list[Any] = []
+        owner = threading.get_ident()
 
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> torch.Tensor:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> torch.Tensor | None:
+            if threading.get_ident() != owner:
+                return None  # another thread's pass: leave it alone
             if not isinstance(output, torch.Tensor):
                 raise TypeError(
                     f"layer {self._names[layer]!r} returns {type(output).__name__}, not a tensor"
@@ -375,31 +393,34 @@ class TorchBackend:
             torch.set_grad_enabled(True)  # record the graph from here on; no_grad() restores it
             return leaf.clone()  # a copy, so that in-place layers after this one leave A intact
 
-        read: list[Any] = []
-        handles = [layer.register_forward_hook(hook)]
-        if self._output_layer is not None:
-            handles.append(
-                self._output_layer.register_forward_hook(lambda m, a, out: read.append(out))
-            )
-        try:
-            with eval_mode(self.model), torch.inference_mode(False):
-                with torch.no_grad():
-                    outputs = self.model(x.clone() if x.is_inference() else x)
-                acts = self._check_captured(captured, x)
+        def read_output(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() == owner:
+                read.append(output)
+
+        with torch.inference_mode(False):
+            layer = self._layer_for(x)
+            with model_lock(self.model):
+                handles = [layer.register_forward_hook(hook)]
                 if self._output_layer is not None:
-                    if not read:
-                        raise ValueError(
-                            "the forward pass never reached output_layer "
-                            f"{self._names[self._output_layer]!r}"
-                        )
-                    outputs = read[-1]
-                plan.check_outputs(outputs)
-                with torch.enable_grad():
-                    scores = plan.scores(outputs, start, stop)
-                    grads = self._gradients(scores, acts)
-        finally:
-            for handle in handles:
-                handle.remove()
+                    handles.append(self._output_layer.register_forward_hook(read_output))
+                try:
+                    with eval_mode(self.model), torch.no_grad():
+                        outputs = self.model(x.clone() if x.is_inference() else x)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+            acts = self._check_captured(captured, x)
+            if self._output_layer is not None:
+                if not read:
+                    raise ValueError(
+                        "the forward pass never reached output_layer "
+                        f"{self._names[self._output_layer]!r}"
+                    )
+                outputs = read[-1]
+            plan.check_outputs(outputs)
+            with torch.enable_grad():
+                scores = plan.scores(outputs, start, stop)
+                grads = self._gradients(scores, acts)
         return self._laid_out(acts.detach().float(), grads, x)
 
     def _check_captured(self, captured: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -15,14 +15,15 @@ from gradcampp.demo.dataset import MAX_INSTANCES, ShapesBatch, generate_shapes
 from gradcampp.demo.shapes import CLASSES
 
 if TYPE_CHECKING:
-    from gradcampp.demo.model import DemoCNN
+    from gradcampp.demo.model import DemoCNN, DemoCNNFC
 
 __all__ = ["CLASSES", "MAX_INSTANCES", "ShapesBatch", "generate_shapes", "load_demo_model"]
 
 
-def load_demo_model() -> DemoCNN:
-    """The trained demo CNN (``torch.nn.Module``) in eval mode on the CPU; see
+def load_demo_model(head: str = "gap") -> DemoCNN | DemoCNNFC:
+    """A trained demo CNN (``torch.nn.Module``) in eval mode on the CPU: ``head="gap"`` (global
+    average pooling, the default) or ``"fc"`` (flatten and a hidden fully connected layer); see
     :func:`gradcampp.demo.model.load_demo_model`."""
     from gradcampp.demo.model import load_demo_model as _load
 
-    return _load()
+    return _load(head)

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gradcampp.demo.shapes import CLASSES
 
 WEIGHTS_PATH = Path(__file__).with_name("demo_cnn.npz")
+FC_WEIGHTS_PATH = Path(__file__).with_name("demo_cnn_fc.npz")
+HEADS = ("gap", "fc")
 # (name, in channels, out channels, kernel, stride, max-pool after)
 _CONVS = (
     ("conv1", 3, 16, 5, 2, False),
@@ -56,6 +59,57 @@ class DemoCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class DemoCNNFC(nn.Module):
+    """The :class:`DemoCNN` feature extractor with a VGG-style head: 4x4 max-pooling, flatten and a
+    hidden fully connected layer, for ``(N, 3, 64, 64)`` images in ``[0, 1]``.
+
+    ``features`` is the same stack as :class:`DemoCNN`'s (16x16 output for 64x64 inputs, the
+    default layer of the explainers). The head computes
+    ``logits = W2 relu(W1 flatten(maxpool4(A)) + b1) + b2`` with ``W1`` of shape
+    ``(hidden, 64 * 4 * 4)`` (``classifier.fc1``) and ``W2`` of shape ``(num_classes, hidden)``
+    (``classifier.fc2``). The pooling is a function call inside :meth:`forward`, not a module,
+    so the last module with spatial output, and therefore the layer explained by default, is the
+    16x16 ``features`` block, as for :class:`DemoCNN`.
+
+    Why this head: after global average pooling and one linear layer, ``dY^c/dA^k_ij`` is the
+    same at every position ``ij`` of a channel, so Grad-CAM++'s per-pixel weights ``alpha_ij^k``
+    are constant over the map. Here the gradient is non-zero only at the maximum of each 4x4
+    window and is scaled there by a weight that depends on the window's position (``W1``) and on
+    which hidden units are active, as in VGG-16, whose ``pool5 -> fc6`` head the paper explains.
+    Only 64x64 inputs work (the first fully connected layer fixes the grid to 4x4).
+
+    Args:
+        num_classes: number of output logits.
+        hidden: width of the hidden fully connected layer.
+    """
+
+    def __init__(self, num_classes: int = len(CLASSES), *, hidden: int = 64):
+        super().__init__()
+        self.features = DemoCNN(num_classes).features
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                [
+                    ("fc1", nn.Linear(_CONVS[-1][2] * 16, hidden)),
+                    ("relu", nn.ReLU()),
+                    ("fc2", nn.Linear(hidden, num_classes)),
+                ]
+            )
+        )
+
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's input ``(N, 64 * 16)``: 4x4 max-pooled, flattened ``features`` output."""
+        if features.shape[-2:] != (16, 16):
+            raise ValueError(
+                "DemoCNNFC needs 64x64 inputs (a 16x16 feature map), got a feature map of "
+                f"shape {tuple(features.shape)}"
+            )
+        return torch.flatten(F.max_pool2d(features, 4), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` for images ``(N, 3, 64, 64)``."""
+        return self.classifier(self.pooled(self.features(x)))
+
+
 @torch.no_grad()
 def fold_batch_norm(model: DemoCNN) -> DemoCNN:
     """The plain :class:`DemoCNN` computing what ``model`` (built with ``batch_norm=True``) computes
@@ -95,15 +149,24 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def load_demo_model() -> DemoCNN:
-    """The trained demo CNN, in eval mode on the CPU, with the weights shipped in the package.
+def load_demo_model(head: str = "gap") -> DemoCNN | DemoCNNFC:
+    """A trained demo CNN, in eval mode on the CPU, with the weights shipped in the package.
+
+    Args:
+        head: ``"gap"`` for :class:`DemoCNN` (global average pooling and one linear layer, the
+            default) or ``"fc"`` for :class:`DemoCNNFC` (max-pooling, flatten and a hidden fully
+            connected layer; same convolutional features).
 
     Returns:
-        a :class:`DemoCNN` whose logits index :data:`CLASSES`.
+        a model whose logits index :data:`CLASSES`.
 
     Raises:
-        FileNotFoundError: when the package was installed without its weights file.
+        ValueError: for an unknown ``head``.
+        FileNotFoundError: when the package was installed without the weights file.
     """
-    if not WEIGHTS_PATH.is_file():
-        raise FileNotFoundError(f"the demo model's weights are missing: expected {WEIGHTS_PATH}")
-    return load_weights(DemoCNN(), WEIGHTS_PATH).eval()
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    model, path = (DemoCNN(), WEIGHTS_PATH) if head == "gap" else (DemoCNNFC(), FC_WEIGHTS_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo model's weights are missing: expected {path}")
+    return load_weights(model, path).eval()

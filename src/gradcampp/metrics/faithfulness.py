@@ -5,11 +5,17 @@ into the image pixel by pixel (every channel alike). With ``Y_i`` the model's so
 of the explained class ``c_i`` on image ``i`` and ``O_i`` the same probability on ``E_i * image_i``:
 
 - Average Drop %            ``= 100 / N * sum_i max(0, Y_i - O_i) / Y_i``   (lower is better);
-- % Increase in Confidence  ``= 100 / N * sum_i 1[O_i > Y_i]``              (higher is better);
-- Win % of method A over B  ``= 100 / N * sum_i (1[O_i^A > O_i^B] + 1/2 * 1[O_i^A = O_i^B])``:
-  the share of images where A's drop in confidence ``(Y_i - O_i) / Y_i`` is the smaller one (the
-  same ``Y_i`` for both), ties split evenly so that A's and B's Win % add up to 100 as in the
-  paper's Table 1.
+- % Increase in Confidence  ``= 100 / N * sum_i 1[O_i > Y_i + t]``          (higher is better);
+- Win % of method A over B  ``= 100 / N * sum_i (1[O_i^A > O_i^B + t]``
+  ``+ 1/2 * 1[|O_i^A - O_i^B| <= t])``: the share of images where A's drop in confidence
+  ``(Y_i - O_i) / Y_i`` is the smaller one (the same ``Y_i`` for both), ties split evenly so
+  that A's and B's Win % add up to 100 as in the paper's Table 1.
+
+``t`` is a tolerance (default ``1e-6``, an argument of both functions): probabilities that differ
+by no more than ``t`` count as equal. The paper compares exactly, which makes the result depend on
+the precision of the softmax: a near-certain image (``Y = 0.9999999``) shows an "increase" of a few
+``1e-9`` in float64 and a tie in float32, whose spacing just below 1 is ``6e-8``. ``1e-6`` is about
+16 float32 steps there, and far below any change of confidence that means something.
 
 ``explanation_confidence`` runs the model and returns ``Y`` and ``O``; the three scores are pure
 functions of them, so that ``Y`` is computed once when several methods are compared.
@@ -104,15 +110,49 @@ def explanation_confidence(
     return Confidence(y=before[rows, labels], o=after[rows, labels], targets=labels)
 
 
-def _pair(y: Any, o: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = as_numpy(y, "y").reshape(-1)
-    o = as_numpy(o, "o").reshape(-1)
-    if y.shape != o.shape or y.size == 0:
+DEFAULT_TOLERANCE = 1e-6
+
+
+def _probabilities(value: Any, name: str) -> np.ndarray:
+    """``value`` as a flat float64 array of finite probabilities in ``[0, 1]``."""
+    array = as_numpy(value, name).reshape(-1)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"y and o must be non-empty and of one shape (N,), got {y.shape}, {o.shape}"
+            f"{name} must hold finite probabilities, got {array[index]} at index {index} "
+            f"({int(bad.sum())} NaN or Inf values)"
         )
-    if np.any(y <= 0) or np.any(y > 1) or np.any(o < 0) or np.any(o > 1):
-        raise ValueError("y must lie in (0, 1] and o in [0, 1] (probabilities)")
+    if np.any(array < 0) or np.any(array > 1):
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1], got values from {array.min()} to "
+            f"{array.max()}"
+        )
+    return array
+
+
+def _check_tolerance(tolerance: Any) -> float:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.floating):
+        raise TypeError(f"tolerance must be a number, got {type(tolerance).__name__}")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must lie in [0, 1), got {tolerance!r}")
+    return float(tolerance)
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(
+            f"{names} must be non-empty and of one shape (N,), got {a.shape}, {b.shape}"
+        )
+
+
+def _pair(y: Any, o: Any) -> tuple[np.ndarray, np.ndarray]:
+    y, o = _probabilities(y, "y"), _probabilities(o, "o")
+    _same_shape(y, o, "y and o")
+    if np.any(y <= 0):
+        raise ValueError(
+            f"y must hold probabilities in (0, 1] (it divides), got a minimum of {y.min()}"
+        )
     return y, o
 
 
@@ -125,42 +165,53 @@ def average_drop(y: Any, o: Any) -> float:
 
     Returns:
         a float in ``[0, 100]``.
+
+    Raises:
+        ValueError: naming ``y`` or ``o`` when it holds NaN, Inf or values outside the ranges.
     """
     y, o = _pair(y, o)
     return float(100.0 * np.mean(np.maximum(0.0, y - o) / y))
 
 
-def increase_in_confidence(y: Any, o: Any) -> float:
-    """% Increase in Confidence ``= 100 * mean_i 1[O_i > Y_i]`` (higher is better).
+def increase_in_confidence(y: Any, o: Any, *, tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """% Increase in Confidence ``= 100 * mean_i 1[O_i > Y_i + t]`` (higher is better).
 
     Args:
-        y: ``(N,)`` probabilities of the explained class on the original images.
+        y: ``(N,)`` probabilities of the explained class on the original images, in ``(0, 1]``.
         o: ``(N,)`` probabilities of the same class on the explanation-masked images.
+        tolerance: ``t``, an increase of at most ``t`` is no increase (see the module
+            docstring); ``0`` compares exactly, as the paper does.
 
     Returns:
         a float in ``[0, 100]``.
+
+    Raises:
+        ValueError: naming ``y`` or ``o`` when it holds NaN, Inf or values outside the ranges.
     """
     y, o = _pair(y, o)
-    return float(100.0 * np.mean(o > y))
+    return float(100.0 * np.mean(o > y + _check_tolerance(tolerance)))
 
 
-def win_percentage(o_a: Any, o_b: Any) -> float:
-    """Win % of method A over method B: ``100 * mean_i(1[O^A_i > O^B_i] + 0.5 * 1[O^A_i = O^B_i])``.
+def win_percentage(o_a: Any, o_b: Any, *, tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """Win % of method A over method B:
+    ``100 * mean_i(1[O^A_i > O^B_i + t] + 0.5 * 1[|O^A_i - O^B_i| <= t])``.
 
     A wins image ``i`` when its drop in confidence is the smaller one, i.e. when the probability
-    kept on its explanation, ``O^A_i``, is the larger (both share ``Y_i``). Ties count half.
+    kept on its explanation, ``O^A_i``, is the larger (both share ``Y_i``). Ties (within the
+    tolerance ``t``) count half.
 
     Args:
         o_a: ``(N,)`` probabilities on A's explanation-masked images.
         o_b: ``(N,)`` the same for B.
+        tolerance: ``t``; ``0`` compares exactly.
 
     Returns:
         a float in ``[0, 100]``; ``win_percentage(a, b) + win_percentage(b, a) == 100``.
+
+    Raises:
+        ValueError: naming ``o_a`` or ``o_b`` when it holds NaN, Inf or values outside [0, 1].
     """
-    o_a = as_numpy(o_a, "o_a").reshape(-1)
-    o_b = as_numpy(o_b, "o_b").reshape(-1)
-    if o_a.shape != o_b.shape or o_a.size == 0:
-        raise ValueError(
-            f"o_a and o_b must be non-empty and of one shape (N,), got {o_a.shape} and {o_b.shape}"
-        )
-    return float(100.0 * np.mean((o_a > o_b) + 0.5 * (o_a == o_b)))
+    o_a, o_b = _probabilities(o_a, "o_a"), _probabilities(o_b, "o_b")
+    _same_shape(o_a, o_b, "o_a and o_b")
+    t = _check_tolerance(tolerance)
+    return float(100.0 * np.mean((o_a > o_b + t) + 0.5 * (np.abs(o_a - o_b) <= t)))

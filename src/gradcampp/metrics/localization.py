@@ -92,14 +92,24 @@ def energy_pointing_game(maps: Any, regions: Any) -> np.ndarray:
     return np.array([_energy_shares(e, t[None])[0] for e, t in zip(normalized, truth, strict=True)])
 
 
-def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = True) -> np.ndarray:
-    """Loc(delta) (Chattopadhyay et al., WACV 2018, section 4.3).
+def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = False) -> np.ndarray:
+    """Loc^c(delta) (Chattopadhyay et al., "Grad-CAM++", arXiv 1710.11063, Section 6).
 
-    The normalised map is thresholded at ``delta``: ``B(p) = 1[E(p) > delta]`` (binarised, the
-    default) or ``B(p) = E(p) * 1[E(p) > delta]`` (``binarize=False``, the values kept). Then
-    ``Loc = Internal / (|R| + External)`` with ``Internal = sum_{p in R} B(p)``,
-    ``External = sum_{p not in R} B(p)`` and ``|R|`` the area of the ground truth (the union of
-    the boxes). 1 means the thresholded map fills the box exactly and nothing else.
+    The paper defines, for an image and class ``c``,
+    ``Loc^c(delta) = Internal_energy / (Bbox + External_energy)``, where the explanation map is
+    first thresholded at ``delta`` by setting every value below ``delta`` to zero (the values
+    above are kept), ``Internal_energy`` is the sum of the thresholded map over the bounding
+    box(es), ``External_energy`` its sum outside, and ``Bbox`` the area of the box(es). Here:
+
+    - ``binarize=False`` (default, the paper's): ``B(p) = E(p) * 1[E(p) >= delta]``;
+    - ``binarize=True`` (the default of earlier versions of this package):
+      ``B(p) = 1[E(p) > delta]``, every kept pixel counting 1 (the share of the box covered by
+      the thresholded map, minus a penalty for what lies outside);
+
+    then ``Loc = sum_{p in R} B(p) / (|R| + sum_{p not in R} B(p))`` with ``E`` the min-max
+    normalised map and ``R`` the union of the boxes. 1 is reached only by a binarised map that
+    fills the box exactly and nothing else; with the values kept, a map must also be 1 on the
+    whole box.
 
     Args:
         maps: ``(N, *S)`` explanation maps.
@@ -113,8 +123,10 @@ def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = True) -
     maps, regions = _inputs(maps, regions)
     delta = check_fraction(delta, "delta")
     normalized = minmax_normalize(maps)
-    kept = normalized > delta
-    values = kept.astype(np.float64) if binarize else normalized * kept
+    if binarize:
+        values = (normalized > delta).astype(np.float64)
+    else:
+        values = normalized * (normalized >= delta)
     truth = union(regions)
     axes = tuple(range(1, maps.ndim))
     internal = (values * truth).sum(axis=axes)
@@ -137,8 +149,20 @@ def instance_recall(maps: Any, regions: Any, *, min_share: float = 0.1) -> np.nd
 
     Returns:
         ``(N,)`` float64 recalls in ``[0, 1]``.
+
+    Raises:
+        ValueError: naming ``regions`` when an instance mask of an image is empty (a missing
+            instance cannot be found; drop it instead), and for shapes that do not fit.
     """
     maps, regions = _inputs(maps, regions)
+    for index, region in enumerate(regions):
+        empty = np.flatnonzero(~region.reshape(region.shape[0], -1).any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"regions: instance {int(empty[0])} of image {index} is an empty mask "
+                f"({empty.size} of its {region.shape[0]} instances are empty); every instance "
+                "mask must hold at least one pixel"
+            )
     min_share = check_fraction(min_share, "min_share")
     if min_share == 0:
         raise ValueError("min_share must be > 0 (every instance would count as found)")
