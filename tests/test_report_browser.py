@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
@@ -21,6 +23,9 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from PIL import Image  # noqa: E402
 
 from gradcampp.cli import EXIT_OK, EXIT_SKIPPED, main  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import GENERATED_NAMES, ISSUE_NAMES, install_models, write_image  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -99,7 +104,7 @@ def test_demo_report_in_chromium(browser, tmp_path, capsys):
     (out / "multi-00.gradcam.png").unlink()
     state = _open(browser, out / "index.html", tmp_path / "demo-broken.png")
     broken = [src for src, complete, width in state["images"] if not complete or width == 0]
-    assert broken == ["multi-00.gradcam.png"]
+    assert broken == ["./multi-00.gradcam.png"]
 
 
 def test_explain_report_with_top_k_and_a_skipped_file(browser, tmp_path):
@@ -136,13 +141,95 @@ def test_explain_report_with_top_k_and_a_skipped_file(browser, tmp_path):
     state = _open(browser, out / "index.html", tmp_path / "explain-report.png")
     broken = [src for src, complete, width in state["images"] if not complete or width == 0]
     assert broken == []
-    assert state["headers"] == [
-        "Image",
-        "Grad-CAM++ (class #1)",
-        "Grad-CAM++ (class #2)",
-        "Top classes",
-    ]
+    assert state["headers"] == ["Image", "Grad-CAM++", "Top classes"]  # classes stacked
     assert state["rows"] == 2
     assert len(state["images"]) == 1 + 2 * 3
     assert "broken.png" in browser.find_element("css selector", "h2.skipped + ul").text
     _check_screenshot(tmp_path / "explain-report.png")
+
+
+def test_hostile_names_in_chromium_links_resolve_and_no_script_runs(browser, tmp_path, monkeypatch):
+    install_models(tmp_path / "models", monkeypatch)
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    names = ISSUE_NAMES + GENERATED_NAMES
+    for i, name in enumerate(names):
+        write_image(folder / name, seed=i)
+    out = tmp_path / "out"
+    args = ["explain", str(folder), str(folder / "..png"), "--model", "hostile_models:make"]
+    assert main([*args, "--size", "16", "--out", str(out), "-q"]) == EXIT_OK
+    browser.get((out / "index.html").resolve().as_uri())
+    state = browser.execute_script(
+        """
+        return {
+            title: document.title,
+            pwned: window.pwned === undefined ? null : window.pwned,
+            scripts: document.scripts.length,
+            handlers: document.querySelectorAll('[onerror], [onload], svg').length,
+            images: Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth]),
+            links: Array.from(document.links).map(a => a.href),
+        };
+        """
+    )
+    assert state["title"] == "Grad-CAM++ explanations"
+    assert state["pwned"] is None and state["scripts"] == 0 and state["handlers"] == 0
+    assert len(state["images"]) == 1 + 2 * len(names)
+    broken = [src for src, complete, width in state["images"] if not complete or width == 0]
+    assert broken == []
+    assert len(state["links"]) == 1 + 2 * len(names)  # method page + map and JSON per image
+    for url in [src for src, _, _ in state["images"]] + state["links"]:
+        parsed = urlparse(url)
+        assert parsed.scheme in ("file", "https"), url  # never javascript:
+        if parsed.scheme == "file":
+            target = Path(unquote(parsed.path))
+            assert target.is_file() and target.parent == out.resolve(), url
+    # following the link of the file named like a script opens that file, and runs nothing
+    link = browser.find_element(
+        "css selector", 'a[href^="./javascript%3Aalert%28document.title%29"][href$=".json"]'
+    )
+    link.click()
+    assert browser.current_url.startswith("file://")
+    assert unquote(browser.current_url).endswith("/javascript:alert(document.title).json")
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert  # noqa: B018 - reading the property raises when no alert shows
+
+
+def test_top_k_3_with_both_methods_fits_1400_pixels(browser, tmp_path, monkeypatch):
+    install_models(tmp_path / "models", monkeypatch)
+    for i in range(3):
+        write_image(tmp_path / f"photo{i}.png", size=(60, 40), seed=i)
+    out = tmp_path / "out"
+    args = ["explain", *(str(tmp_path / f"photo{i}.png") for i in range(3))]
+    args += ["--model", "hostile_models:make", "--size", "32", "--method", "both", "--top-k", "3"]
+    assert main([*args, "--out", str(out), "-q"]) == EXIT_OK
+    browser.set_window_size(1400, 1000)
+    try:
+        state = _open(browser, out / "index.html", tmp_path / "top-k-both.png")
+        layout = browser.execute_script(
+            """
+            const top = Array.from(document.querySelectorAll('table.grid th')).pop();
+            return {
+                viewport: document.documentElement.clientWidth,
+                scrollWidth: document.documentElement.scrollWidth,
+                topRight: top.getBoundingClientRect().right,
+                topText: top.textContent,
+                reading: document.querySelector('p.reading').textContent,
+                methodLink: document.querySelector('p.reading a').href,
+            };
+            """
+        )
+    finally:
+        browser.set_window_size(1280, 1000)
+    assert state["headers"] == ["Image", "Grad-CAM++", "Grad-CAM", "Top classes"]
+    assert state["rows"] == 3
+    assert len(state["images"]) == 1 + 3 * (1 + 2 * 3)
+    assert layout["topText"] == "Top classes"
+    assert layout["topRight"] <= layout["viewport"] <= 1400  # on screen, no sideways scrolling
+    assert layout["scrollWidth"] <= layout["viewport"]
+    assert "Grad-CAM++" in layout["reading"] and "mean" in layout["reading"]
+    assert layout["methodLink"] == "https://arxiv.org/abs/1710.11063"
+    _check_screenshot(tmp_path / "top-k-both.png")
+    with Image.open(tmp_path / "top-k-both.png") as picture:
+        assert picture.size[0] == layout["viewport"] or picture.size[0] <= 1400

@@ -6,7 +6,10 @@ Run ``gradcampp --help`` or ``python -m gradcampp --help`` for the options and e
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,15 +19,31 @@ EXIT_SKIPPED = 1
 EXIT_USAGE = 2
 EXIT_MODEL = 3
 EXIT_NOTHING = 4
+EXIT_INTERNAL = 5
+EXIT_INTERRUPTED = 130
+MAX_DEMO_COUNT = 1000  # demo --count: the images are generated in memory at once
+MAX_SIZE = 4096  # --size: the largest side; memory grows with --batch-size x height x width
 
 EXIT_CODES = f"""exit status:
   {EXIT_OK}  every image was explained and written
-  {EXIT_SKIPPED}  some inputs were unreadable or corrupt: they were reported and skipped, the
-     others were written
-  {EXIT_USAGE}  bad command line (unknown option or value, no image found)
+  {EXIT_SKIPPED}  some inputs were skipped (unreadable, corrupt, too large, or the model failed
+     on them): each was reported, the others were written
+  {EXIT_USAGE}  bad command line (unknown option or value, no image found), or --out is not a
+     writable directory
   {EXIT_MODEL}  the model could not be used: missing or unreadable model/weights file, unknown
-     model spec, bad --layer name, --target out of range, unsupported model
-  {EXIT_NOTHING}  no input could be read, nothing was explained
+     model spec or device, a module:callable that fails, bad --layer name, no layer to
+     explain, --target out of range, unsupported model or model output
+  {EXIT_NOTHING}  no input could be read or explained (each was reported)
+  {EXIT_INTERNAL}  an unexpected error: a bug in gradcampp (GRADCAMPP_TRACEBACK=1 shows where)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+"""
+
+DEMO_EXIT_CODES = f"""exit status:
+  {EXIT_OK}  the demo was explained and written
+  {EXIT_USAGE}  bad command line, or --out is not a writable directory
+  {EXIT_MODEL}  the demo network could not be loaded (missing extras: pip install "gradcampp[demo]")
+  {EXIT_INTERNAL}  an unexpected error: a bug in gradcampp (GRADCAMPP_TRACEBACK=1 shows where)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
 
 MODEL_HELP = """model to explain:
@@ -34,32 +53,54 @@ MODEL_HELP = """model to explain:
                            preprocessing and ImageNet-1k class names from torchvision
   package.module:callable  a function (no arguments) returning a torch.nn.Module or a Keras
                            model; --weights FILE loads a state dict into it
-  FILE.keras               a saved Keras model
+  FILE.keras               a saved Keras model (it holds its weights: no --weights)
   FILE.pt                  a whole module saved with torch.save(model): only with --allow-pickle
                            (TorchScript files are refused: they do not support the forward hooks
                            that Grad-CAM needs)
-  demo                     the bundled demo network (64x64 shape images)
-  demo-fc                  the second demo network: flatten + hidden fully connected head"""
+  demo                     the bundled demo network (64x64 shape images); no --weights
+  demo-fc                  the second demo network: flatten + hidden fully connected head
+  A torchvision model without --weights explains random weights (a warning says so).
+  The model must return one tensor of class scores (N, K), not a tuple."""
 
 
-PREPROCESS_HELP = """preprocessing:
+PREPROCESS_HELP = f"""preprocessing:
   torchvision:NAME         as torchvision's transforms for the architecture (e.g. resize the
                            shorter side to 256, centre-crop 224, ImageNet mean and std)
   .keras file              resize to the model's input size, values in [0, 1]
   other models             resize to 224x224, ImageNet mean and std
-  --size, --mean, --std    override these (--size resizes straight to the size, no crop)"""
+  --size, --mean, --std    override these (--size resizes straight to the size, no crop;
+                           at most {MAX_SIZE} pixels a side)
+  images                   8-bit, 16-bit and float images; 16-bit values are divided by
+                           65535, float values kept in [0, 1] (others scaled from their own
+                           range, with a warning); at most 100 megapixels, aspect ratio 50:1
+  Each image is reduced to the model's view as it is read: memory grows with --batch-size,
+  not with the size of the files."""
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text) if text.strip().isascii() else -1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _demo_count(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_DEMO_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_DEMO_COUNT} (the images are generated in memory), got {text}"
+        )
     return value
 
 
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().replace(",", "x").split("x")
     try:
+        if not text.isascii():
+            raise ValueError(text)
         values = tuple(int(p) for p in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
@@ -67,6 +108,11 @@ def _size(text: str) -> tuple[int, int]:
         values = (values[0], values[0])
     if len(values) != 2 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected N or HxW with positive sizes, got {text!r}")
+    if max(values) > MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_SIZE} pixels a side (memory grows with the square of the size), "
+            f"got {text!r}"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -77,13 +123,16 @@ def _triple(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {text!r}") from None
     if len(values) == 1:
         values = values * 3
-    if len(values) != 3:
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {text!r}")
     return values  # type: ignore[return-value]
 
 
 def _alpha(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return value
@@ -102,7 +151,12 @@ def _add_output_options(parser: argparse.ArgumentParser, default_out: str) -> No
     parser.add_argument(
         "--alpha", type=_alpha, default=0.5, help="heatmap weight in the overlays (default: 0.5)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no summary (warnings and errors are still shown)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,16 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate single- and multi-instance shape images, explain them with "
         "Grad-CAM++ and Grad-CAM side by side using the bundled demo network, and write the "
         "pictures and an HTML report. Needs no network and no model of your own.",
-        epilog=EXIT_CODES,
+        epilog=DEMO_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_output_options(demo, "gradcampp-demo")
     demo.add_argument("--seed", type=int, default=0, help="image generator seed (default: 0)")
     demo.add_argument(
         "--count",
-        type=_positive,
+        type=_demo_count,
         default=6,
-        help="single-instance images; half as many multi-instance ones follow (default: 6)",
+        help=f"single-instance images; half as many multi-instance ones follow (default: 6, "
+        f"at most {MAX_DEMO_COUNT})",
     )
     demo.add_argument(
         "--head",
@@ -152,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
             "output directory gets NAME.input.png (the image as the model saw it), "
             "NAME.<method>.png (overlay), NAME.<method>.npy (raw float32 map, (H, W), or "
             "(K, H, W) with --top-k K), NAME.json (top classes and scores); and for the run "
-            "predictions.csv and index.html.",
+            "predictions.csv and index.html. NAME is unique within the run and never the name "
+            "of an input, so --out may be the inputs' folder; paths in the results are relative "
+            "to --out.",
             width=78,
         )
         + "\n\n"
@@ -214,22 +271,79 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, code: int) -> int:
-    print(f"gradcampp: error: {message}", file=sys.stderr)
+    print(f"gradcampp: error: {_one_line(message)}", file=sys.stderr)
     return code
 
 
-def _report(result: object, quiet: bool, stream: object = None) -> int:
+def _warn(message: str) -> None:
+    print(f"gradcampp: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class OutputDirError(Exception):
+    """``--out`` cannot hold the results (a file, under a file, read-only, a bad name)."""
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed and check that files can be created in it.
+
+    Raises:
+        OutputDirError: saying why not.
+    """
+    from gradcampp.outputs import display_path
+
+    shown = display_path(out_dir)
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputDirError(f"--out {shown} is a file, not a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputDirError(
+            f"--out {shown} cannot be created: a part of that path is a file"
+        ) from None
+    except OSError as error:
+        raise OutputDirError(
+            f"--out {shown} cannot be created: {error.strerror or error}"
+        ) from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".tmp-", dir=out_dir)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputDirError(f"--out {shown} is not writable: {error.strerror or error}") from None
+
+
+def _check_cmap(cmap: str) -> None:
+    from gradcampp.viz import colorize
+
+    colorize(0.0, cmap)  # ValueError naming the colour maps
+
+
+def _report(result: object, quiet: bool) -> int:
+    from gradcampp.outputs import display_path
     from gradcampp.pipeline import RunResult
 
     assert isinstance(result, RunResult)
+    for note in result.notes:
+        _warn(note)
     for name, reason in result.skipped:
-        print(f"gradcampp: skipped {name}: {reason}", file=sys.stderr)
+        print(f"gradcampp: skipped {_one_line(name)}: {_one_line(reason)}", file=sys.stderr)
     if not result.records:
-        return _error("no input could be read; nothing was explained", EXIT_NOTHING)
+        return _error(
+            "no input could be read or explained (each was reported above); nothing was explained",
+            EXIT_NOTHING,
+        )
     if not quiet:
         skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
-        print(f"Explained {len(result.records)} image(s){skipped}; results in {result.out_dir}")
-        print(f"Report: {result.report.resolve() if result.report else None}")
+        print(
+            f"Explained {len(result.records)} image(s){skipped}; results in "
+            f"{display_path(result.out_dir)}"
+        )
+        report = display_path(result.report.resolve()) if result.report else None
+        print(f"Report: {report}")
     return EXIT_SKIPPED if result.skipped else EXIT_OK
 
 
@@ -238,15 +352,18 @@ def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | No
 
     if text is None:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     if classes is not None:
         matches = [i for i, name in enumerate(classes) if name.lower() == text.lower()]
         if matches:
             return matches[0]
-        raise ModelSpecError(f"--target {text!r} is not a class index or one of the class names")
+        raise ModelSpecError(
+            f"--target {text!r} is neither a class index (0, 1, 2, ...) nor one of the class names"
+        )
     raise ModelSpecError(
-        f"--target {text!r}: class names are unknown for this model; give an index"
+        f"--target {text!r} is not a class index (0, 1, 2, ...), and class names are unknown "
+        "for this model (--classes FILE gives them)"
     )
 
 
@@ -256,16 +373,23 @@ def run_explain(args: argparse.Namespace) -> int:
 
     from gradcampp.images import find_images
     from gradcampp.model_specs import ModelSpecError, load_model, read_class_names
+    from gradcampp.outputs import display_path, read_manifest
     from gradcampp.pipeline import METHODS, explain_images
 
     out_dir = Path(args.out)
-    paths = find_images(args.inputs, exclude=out_dir)
+    paths = find_images(args.inputs, exclude=out_dir, skip=read_manifest(out_dir))
     if not paths:
-        return _error("no image found in " + " ".join(args.inputs), EXIT_USAGE)
+        return _error(
+            "no image found in " + " ".join(display_path(p) for p in args.inputs), EXIT_USAGE
+        )
     try:
+        _check_cmap(args.cmap)
+        prepare_out_dir(out_dir)
         loaded = load_model(
             args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device
         )
+        for warning in loaded.warnings:
+            _warn(warning)
         if args.classes:
             loaded.classes = read_class_names(args.classes)
         pre = loaded.preprocess
@@ -294,7 +418,14 @@ def run_explain(args: argparse.Namespace) -> int:
         )
     except ModelSpecError as error:
         return _error(str(error), EXIT_MODEL)
-    except ValueError as error:  # e.g. an unknown colour map
+    except OutputDirError as error:
+        return _error(str(error), EXIT_USAGE)
+    except OSError as error:
+        return _error(
+            f"cannot write the results into {display_path(out_dir)}: {error.strerror or error}",
+            EXIT_USAGE,
+        )
+    except ValueError as error:  # e.g. an unknown colour map, a bad --std
         return _error(str(error), EXIT_USAGE)
     return _report(result, args.quiet)
 
@@ -309,6 +440,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return _error(f"the demo needs its extra dependencies: {error}", EXIT_MODEL)
     out_dir = Path(args.out)
     try:
+        _check_cmap(args.cmap)
+        prepare_out_dir(out_dir)
         loaded = load_model("demo-fc" if args.head == "fc" else "demo")
         from gradcampp.pipeline import explain_images
 
@@ -327,11 +460,21 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     except ModelSpecError as error:
         return _error(str(error), EXIT_MODEL)
+    except OutputDirError as error:
+        return _error(str(error), EXIT_USAGE)
+    except OSError as error:
+        return _error(
+            f"cannot write the demo into {out_dir}: {error.strerror or error}", EXIT_USAGE
+        )
     except ValueError as error:
         return _error(str(error), EXIT_USAGE)
     code = _report(result, quiet=True)
+    if not result.records:
+        return code
+    truth_by_input = {image.path.resolve(): image for image in demo_images}
     correct = sum(
-        record["top_classes"][0]["class_index"] == truth[Path(record["input"])].label
+        record["top_classes"][0]["class_index"]
+        == truth_by_input[(out_dir / record["input"]).resolve()].label
         for record in result.records
     )
     if not args.quiet:
@@ -341,15 +484,30 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Every failure ends in one line on stderr and a documented exit status, never a traceback
+    (set ``GRADCAMPP_TRACEBACK=1`` to see one for an unexpected error).
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return int(exit_.code or 0)
-    if args.command == "demo":
-        return run_demo(args)
-    return run_explain(args)
+    try:
+        if args.command == "demo":
+            return run_demo(args)
+        return run_explain(args)
+    except KeyboardInterrupt:
+        return _error("interrupted", EXIT_INTERRUPTED)
+    except Exception as error:
+        if os.environ.get("GRADCAMPP_TRACEBACK"):
+            raise
+        return _error(
+            f"unexpected {type(error).__name__}: {error} (this is a bug in gradcampp; "
+            "GRADCAMPP_TRACEBACK=1 shows where it happened)",
+            EXIT_INTERNAL,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,7 +49,16 @@ class DemoImage:
 
 
 def write_demo_inputs(directory: Path, *, count: int = 6, seed: int = 0) -> list[DemoImage]:
-    """Write the demo images (see the module docstring) as PNGs into ``directory``, in order."""
+    """Write the demo images (see the module docstring) as PNGs into ``directory``, in order.
+
+    Raises:
+        ValueError: when ``directory`` is a symbolic link (the demo never writes through one).
+    """
+    if directory.is_symlink():
+        raise ValueError(
+            f"{directory} is a symbolic link; the demo writes its inputs only into a real "
+            "directory (remove the link or choose another --out)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     single, multi = demo_batches(count, seed)
     images = np.concatenate([single.images, multi.images])

@@ -11,16 +11,25 @@ Preprocessing turns a ``uint8`` RGB image into what a model takes, in two steps:
    or channels last ``(H, W, 3)``.
 
 Maps are computed at the view's resolution, so overlays are drawn on the view.
+
+``read_view`` reads a file and reduces it to the view at once, so that a batch holds views and
+never full-resolution images. Before any pixel is decoded, the size in the file's header is
+checked against ``MAX_PIXELS`` and ``MAX_ASPECT``; only regular files are opened. 16-bit and float
+images are scaled to 8 bits, not clipped.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gradcampp._files import write_atomically
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,17 +58,32 @@ def _pil() -> object:
     return Image
 
 
-def find_images(paths: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[Path]:
+def _output_subtree(folder: Path, excluded: Path | None) -> bool:
+    """Whether ``excluded`` (the output directory) lies strictly inside ``folder``."""
+    if excluded is None:
+        return False
+    root = folder.resolve()
+    return excluded != root and excluded.is_relative_to(root)
+
+
+def find_images(
+    paths: Iterable[str | os.PathLike[str]],
+    exclude: Path | None = None,
+    skip: Iterable[Path] = (),
+) -> list[Path]:
     """The image files named by ``paths``, in order, without duplicates.
 
     A file is taken as it is (whatever its suffix: a file that is no image is reported when read);
     a directory contributes its files with an image suffix (``IMAGE_SUFFIXES``), searched
-    recursively and sorted, skipping hidden entries and anything under ``exclude`` (the output
-    directory). A path that does not exist is kept, so that reading it reports the problem.
+    recursively and sorted, skipping hidden entries, the files in ``skip`` (results of an earlier
+    run) and, when ``exclude`` (the output directory) lies inside the directory, everything under
+    ``exclude``. An output directory equal to an input directory is searched like any other. A
+    path that does not exist is kept, so that reading it reports the problem.
     """
     found: list[Path] = []
     seen: set[Path] = set()
     excluded = exclude.resolve() if exclude is not None else None
+    skipped = {Path(file).resolve() for file in skip}
 
     def add(path: Path) -> None:
         key = path.resolve()
@@ -72,48 +96,136 @@ def find_images(paths: Iterable[str | os.PathLike[str]], exclude: Path | None = 
         if not path.is_dir():
             add(path)
             continue
+        leave_out = _output_subtree(path, excluded)
         for file in sorted(path.rglob("*")):
             relative = file.relative_to(path).parts
             if any(part.startswith(".") for part in relative):
                 continue
-            if excluded is not None and file.resolve().is_relative_to(excluded):
+            key = file.resolve()
+            if key in skipped or (leave_out and key.is_relative_to(excluded)):  # type: ignore[arg-type]
                 continue
-            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
                 add(file)
     return found
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+MAX_PIXELS = 100_000_000  # a 12000x8000 photo; decoded as RGB that is 300 MB
+MAX_ASPECT = 50  # longer side / shorter side
+
+
+def _check_header(path: str | os.PathLike[str], width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise ImageReadError(path, f"the image is empty ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise ImageReadError(
+            path,
+            f"{width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,}; shrink the image first",
+        )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageReadError(
+            path,
+            f"{width}x{height} pixels: an aspect ratio over {MAX_ASPECT}:1 leaves the model "
+            "nothing it can see; crop the image first",
+        )
+
+
+def _to_rgb8(image: object, path: str | os.PathLike[str], notes: list[str]) -> np.ndarray:
+    """A decoded Pillow image as ``uint8`` RGB, high-bit-depth and float data scaled, not clipped.
+
+    16-bit grey is divided by 65535; 32-bit integer grey by 65535 when its values fit 16 bits;
+    float grey in ``[0, 1]`` is kept; other integer or float data are scaled from their own
+    minimum and maximum to ``[0, 1]``, and a note says so. Everything else goes through Pillow's
+    conversion to RGB (8-bit colour images, palettes, alpha, CMYK, 1-bit).
+    """
+    mode = image.mode  # type: ignore[attr-defined]
+    if not (mode.startswith("I") or mode == "F"):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)  # type: ignore[attr-defined]
+    values = np.asarray(image, dtype=np.float64)
+    if values.size and not np.isfinite(values).all():
+        raise ImageReadError(path, "the image holds NaN or infinite values")
+    low = float(values.min()) if values.size else 0.0
+    high = float(values.max()) if values.size else 0.0
+    if mode == "F" and low >= 0.0 and high <= 1.0:
+        unit = values
+    elif mode.startswith("I;16") or (mode == "I" and low >= 0.0 and high <= 65535.0):
+        unit = values / 65535.0
+    else:
+        unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        notes.append(
+            f"{Path(path).name}: {mode} values in [{low:g}, {high:g}] scaled from their own "
+            "minimum and maximum to the full range"
+        )
+    grey = np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    notes: list[str] | None = None,
+) -> np.ndarray:
     """The image at ``path`` as ``uint8`` RGB ``(H, W, 3)`` (grey and alpha converted).
 
+    High-bit-depth and float images are scaled to 8 bits, not clipped (see ``_to_rgb8``); a
+    note on such scaling is appended to ``notes``. Only regular files are opened (a FIFO or a
+    device would block or never end), and the size in the file's header is checked before any
+    pixel is decoded.
+
     Raises:
-        ImageReadError: when the file is missing, is not an image, or is truncated/corrupt.
+        ImageReadError: when the file is missing, not a regular file, not an image, truncated or
+            corrupt, has more than ``max_pixels`` pixels or an aspect ratio over ``MAX_ASPECT``.
     """
     image_module = _pil()
     try:
-        from PIL import ImageOps
-
-        with image_module.open(path) as image:  # type: ignore[attr-defined]
-            image.load()
-            rgb = ImageOps.exif_transpose(image).convert("RGB")  # photos stored rotated
+        info = os.stat(path)
     except FileNotFoundError as error:
         raise ImageReadError(path, "no such file") from error
-    except IsADirectoryError as error:
-        raise ImageReadError(path, "is a directory") from error
-    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
-        detail = str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    except OSError as error:
+        raise ImageReadError(path, f"cannot open it ({error.strerror or error})") from error
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(path, "is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+    try:
+        from PIL import ImageOps
+
+        with warnings.catch_warnings():
+            # the header check below applies gradcampp's own limit, with a clearer message
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)  # type: ignore[attr-defined]
+            with image_module.open(path) as image:  # type: ignore[attr-defined]
+                _check_header(path, image.width, image.height, max_pixels)
+                image.load()
+                rgb = _to_rgb8(
+                    ImageOps.exif_transpose(image), path, notes if notes is not None else []
+                )
+    except ImageReadError:
+        raise
+    except image_module.DecompressionBombError as error:  # type: ignore[attr-defined]
         raise ImageReadError(
-            path, f"not a readable image ({detail or type(error).__name__})"
+            path, f"more than the limit of {max_pixels:,} pixels; shrink the image first ({error})"
         ) from error
-    return np.asarray(rgb, dtype=np.uint8)
+    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
+        text = str(error)
+        for form in (repr(str(path)), f"'{path}'", str(path)):
+            text = text.replace(form, "")
+        detail = text.strip(" :") or type(error).__name__
+        raise ImageReadError(path, f"not a readable image ({detail})") from error
+    return rgb
 
 
 def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write ``rgb`` (``uint8``, or floats in ``[0, 1]``) ``(H, W, 3)`` as a PNG file."""
+    """Write ``rgb`` (``uint8``, or floats in ``[0, 1]``) ``(H, W, 3)`` as a PNG file.
+
+    The file is written under a temporary name and renamed onto ``path`` (``_files``): a symbolic
+    link at ``path`` is replaced, never written through.
+    """
     array = np.asarray(rgb)
     if array.dtype != np.uint8:
         array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
-    _pil().fromarray(array).save(path, format="PNG")  # type: ignore[attr-defined]
+    picture = _pil().fromarray(array)  # type: ignore[attr-defined]
+    write_atomically(path, lambda file: picture.save(file, format="PNG"))
 
 
 def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -151,7 +263,12 @@ class Preprocess:
             raise ValueError(f"std values must be positive, got {self.std}")
 
     def view(self, image: np.ndarray) -> np.ndarray:
-        """``uint8`` ``(H, W, 3)`` image -> the ``uint8`` view ``(*size, 3)`` the model sees."""
+        """``uint8`` ``(H, W, 3)`` image -> the ``uint8`` view ``(*size, 3)`` the model sees.
+
+        With a centre crop the image is resized whole, then cropped, exactly as torchvision's
+        transforms do; ``MAX_ASPECT`` bounds the resized image to ``resize * resize * MAX_ASPECT``
+        pixels, whatever the file's size.
+        """
         image_module = _pil()
         pil = image_module.fromarray(np.asarray(image, dtype=np.uint8))  # type: ignore[attr-defined]
         bilinear = image_module.Resampling.BILINEAR  # type: ignore[attr-defined]
@@ -168,19 +285,26 @@ class Preprocess:
 
     def input(self, view: np.ndarray) -> np.ndarray:
         """The ``uint8`` view ``(H, W, 3)`` -> float32 input ``(3, H, W)`` or ``(H, W, 3)``."""
-        x = (view.astype(np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        x = (view.astype(np.float32) / 255.0 - mean) / std
         return x if self.channels_last else np.ascontiguousarray(np.moveaxis(x, -1, 0))
 
 
-def read_batches(
-    paths: Sequence[Path], batch_size: int
-) -> Iterator[list[tuple[Path, np.ndarray | ImageReadError]]]:
-    """Read ``paths`` in groups of ``batch_size``: each entry is its image or the read error."""
-    for start in range(0, len(paths), batch_size):
-        group = []
-        for path in paths[start : start + batch_size]:
-            try:
-                group.append((path, read_image(path)))
-            except ImageReadError as error:
-                group.append((path, error))
-        yield group
+def read_view(
+    path: str | os.PathLike[str],
+    preprocess: Preprocess,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    notes: list[str] | None = None,
+) -> np.ndarray:
+    """Read the image at ``path`` and reduce it at once to ``preprocess``'s ``uint8`` view.
+
+    Only the view ``(*preprocess.size, 3)`` outlives the call, so a batch holds views, never
+    full-resolution images. Raises ``ImageReadError`` as ``read_image`` does, and also when
+    preprocessing fails on the image.
+    """
+    image = read_image(path, max_pixels=max_pixels, notes=notes)
+    try:
+        return preprocess.view(image)
+    except (ValueError, OSError, MemoryError) as error:
+        raise ImageReadError(path, f"cannot resize it to the model's view ({error})") from error

@@ -25,7 +25,7 @@ import importlib.util
 import json
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class LoadedModel:
         classes: class names by output index, or None when unknown.
         description: a short human-readable name for reports.
         framework: ``"torch"`` or ``"keras"``.
+        warnings: what the user should know before trusting the maps (e.g. random weights);
+            the command line prints them on stderr.
     """
 
     model: Any
@@ -57,12 +59,17 @@ class LoadedModel:
     classes: tuple[str, ...] | None
     description: str
     framework: str
+    warnings: list[str] = field(default_factory=list)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, K)`` float64 for model inputs ``(N, ...)``.
 
         Outputs that are already probabilities (non-negative rows summing to 1) are kept; any
         other output is treated as logits and passed through a softmax.
+
+        Raises:
+            ModelSpecError: when the model does not return one array of class scores ``(N, K)``
+                (e.g. a tuple of outputs).
         """
         if self.framework == "torch":
             import torch
@@ -71,9 +78,12 @@ class LoadedModel:
             device = parameter.device if parameter is not None else "cpu"
             with torch.no_grad():
                 outputs = self.model(torch.from_numpy(inputs).to(device))
+            _check_scores(outputs, torch.Tensor)
             outputs = outputs.detach().float().cpu().numpy()
         else:
-            outputs = np.asarray(self.model(inputs, training=False))
+            outputs = self.model(inputs, training=False)
+            _check_scores(outputs, object)
+            outputs = np.asarray(outputs)
         outputs = np.asarray(outputs, dtype=np.float64)
         if outputs.ndim != 2:
             raise ModelSpecError(
@@ -84,6 +94,15 @@ class LoadedModel:
             return outputs
         shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _check_scores(outputs: Any, array_type: type) -> None:
+    if isinstance(outputs, (tuple, list, dict)) or not isinstance(outputs, array_type):
+        size = f" of {len(outputs)} items" if isinstance(outputs, (tuple, list, dict)) else ""
+        raise ModelSpecError(
+            f"the model returns a {type(outputs).__name__}{size}, not one tensor of class scores "
+            "(N, K); wrap it in a module whose forward returns the logits (e.g. outputs[0])"
+        )
 
 
 def _torch() -> Any:
@@ -124,7 +143,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     except Exception as error:
         raise ModelSpecError(
             f"cannot read {path} as a state dict (tensors only; a file holding other Python "
-            f"objects is refused because unpickling them runs code): {error}"
+            f"objects is refused because unpickling them runs code): {_first_line(error)}"
         ) from error
     for key in ("state_dict", "model_state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -138,11 +157,39 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
+def _examples(items: list[str], n: int = 3) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def weights_mismatch(model_state: dict[str, Any], state: dict[str, Any]) -> str | None:
+    """One line saying how ``state`` fails to fit ``model_state`` (names -> tensors), or None."""
+    missing = [name for name in model_state if name not in state]
+    unexpected = [name for name in state if name not in model_state]
+    shapes = [
+        f"{name} {tuple(state[name].shape)} vs {tuple(model_state[name].shape)}"
+        for name in model_state
+        if name in state and tuple(state[name].shape) != tuple(model_state[name].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing ({_examples(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape (file vs model: {_examples(shapes, 2)})")
+    return "; ".join(parts) or None
+
+
 def _load_state_dict(model: Any, state: dict[str, Any], path: Path) -> None:
+    problem = weights_mismatch(model.state_dict(), state)
+    if problem is not None:
+        raise ModelSpecError(f"the weights in {path} are for another architecture: {problem}")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ModelSpecError(f"the weights in {path} do not fit the model: {error}") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "RuntimeError"
+        raise ModelSpecError(f"the weights in {path} do not fit the model: {first}") from error
 
 
 def _head_size(model: Any, state: dict[str, Any]) -> int | None:
@@ -159,17 +206,30 @@ def _resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(device)
-    except RuntimeError as error:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError) as error:
         raise ModelSpecError(f"unknown device {device!r}: {error}") from error
+    if kind == "meta":
+        raise ModelSpecError(
+            "--device meta holds no data (shapes only), so nothing can be explained on it; "
+            "use cpu, cuda or auto"
+        )
     return device
 
 
 def _finish_torch(model: Any, device: str) -> Any:
+    resolved = _resolve_device(device)
     try:
-        return model.to(_resolve_device(device)).eval()
-    except (RuntimeError, AssertionError) as error:
-        raise ModelSpecError(f"cannot move the model to device {device!r}: {error}") from error
+        return model.to(resolved).eval()
+    except Exception as error:  # e.g. CUDA missing: RuntimeError or AssertionError
+        raise ModelSpecError(
+            f"cannot move the model to device {device!r}: {_first_line(error)}"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def _torchvision(name: str, weights: str | None, device: str) -> LoadedModel:
@@ -194,24 +254,30 @@ def _torchvision(name: str, weights: str | None, device: str) -> LoadedModel:
     crop = int(transforms.crop_size[0])
     resize = int(transforms.resize_size[0])
     preprocess = Preprocess(
-        size=crop,
+        size=(crop, crop),
         resize=resize,
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
     )
     categories = tuple(default.meta["categories"])
+    notes: list[str] = []
     if weights == "DEFAULT":
         try:
             model = torchvision.models.get_model(name, weights="DEFAULT")
         except Exception as error:
             raise ModelSpecError(
-                f"cannot download torchvision's weights for {name} ({error}); without a "
-                "network, pass a local state dict: --weights FILE"
+                f"cannot download torchvision's weights for {name} ({_first_line(error)}); "
+                "without a network, pass a local state dict: --weights FILE"
             ) from error
         description = f"torchvision {name} ({default})"
     else:
         model = torchvision.models.get_model(name, weights=None)
         description = f"torchvision {name} (random weights)"
+        if weights is None:
+            notes.append(
+                f"torchvision:{name} runs with random weights (no --weights given): the maps "
+                "explain an untrained network; pass --weights FILE or --weights DEFAULT"
+            )
         if weights is not None:
             path = Path(weights)
             state = _read_state_dict(path)
@@ -227,6 +293,7 @@ def _torchvision(name: str, weights: str | None, device: str) -> LoadedModel:
         categories if n_outputs in (None, len(categories)) else None,
         description,
         "torch",
+        notes,
     )
 
 
@@ -245,13 +312,30 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
         raise ModelSpecError(
             f"cannot import module {module_name!r} of spec {spec!r}: {error}"
         ) from error
+    except BaseException as error:  # the module's own code failed (SyntaxError, any exception)
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        raise ModelSpecError(
+            f"importing module {module_name!r} of spec {spec!r} failed: {_first_line(error)}"
+        ) from error
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise ModelSpecError(f"module {module_name!r} has no attribute {attribute!r}")
         target = getattr(target, part)
     if not callable(target):
         raise ModelSpecError(f"{spec} is not callable (got {type(target).__name__})")
-    model = target()
+    required = _required_parameters(target)
+    if required:
+        raise ModelSpecError(
+            f"{spec} must be callable without arguments, but it needs {', '.join(required)}; "
+            "wrap it in a function that passes them"
+        )
+    try:
+        model = target()
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        raise ModelSpecError(f"calling {spec}() failed: {_first_line(error)}") from error
     _check_not_torchscript(model, spec)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
@@ -260,18 +344,44 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
             _load_state_dict(model, _read_state_dict(path), path)
         return LoadedModel(
             _finish_torch(model, device),
-            Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
             None,
             spec,
             "torch",
         )
     if _is_keras(model):
         if weights is not None:
-            model.load_weights(weights)
+            try:
+                model.load_weights(weights)
+            except Exception as error:
+                raise ModelSpecError(
+                    f"cannot load the Keras weights {weights}: {_first_line(error)}"
+                ) from error
         return _keras_loaded(model, spec)
     raise ModelSpecError(
         f"{spec} returned {type(model).__name__}, not a torch.nn.Module or a Keras model"
     )
+
+
+def _required_parameters(function: Any) -> list[str]:
+    """Names of the parameters ``function`` cannot be called without ([] when unknown)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return []
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind
+        in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
+    ]
 
 
 def _is_keras(model: Any) -> bool:
@@ -323,7 +433,7 @@ def _keras_file(path: Path) -> LoadedModel:
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:
-        raise ModelSpecError(f"cannot load the Keras model {path}: {error}") from error
+        raise ModelSpecError(f"cannot load the Keras model {path}: {_first_line(error)}") from error
     return _keras_loaded(model, path.name)
 
 
@@ -348,14 +458,14 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise ModelSpecError(f"cannot unpickle {path}: {error}") from error
+        raise ModelSpecError(f"cannot unpickle {path}: {_first_line(error)}") from error
     if not isinstance(model, torch.nn.Module):
         raise ModelSpecError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
         _load_state_dict(model, _read_state_dict(Path(weights)), Path(weights))
     return LoadedModel(
         _finish_torch(model, device),
-        Preprocess(size=DEFAULT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
         None,
         path.name,
         "torch",
@@ -369,7 +479,7 @@ def _demo(device: str, head: str = "gap") -> LoadedModel:
         raise ModelSpecError(f"the demo model is not available: {error}") from error
     return LoadedModel(
         _finish_torch(load_demo_model(head), device),
-        Preprocess(size=64),
+        Preprocess(size=(64, 64)),
         tuple(CLASSES),
         "gradcampp demo network" + (" (fully connected head)" if head == "fc" else ""),
         "torch",
@@ -381,11 +491,27 @@ def read_class_names(path: str) -> tuple[str, ...]:
     file = Path(path)
     if not file.is_file():
         raise ModelSpecError(f"class names file not found: {file}")
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ModelSpecError(
+            f"class names file {file} is not UTF-8 text ({error.reason})"
+        ) from error
+    except OSError as error:
+        raise ModelSpecError(f"cannot read class names file {file}: {error.strerror}") from error
     if file.suffix.lower() == ".json":
-        names = json.loads(text)
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ModelSpecError(
+                f"class names file {file} is not valid JSON: {error.msg} (line {error.lineno}, "
+                f"column {error.colno})"
+            ) from error
         if not isinstance(names, list):
-            raise ModelSpecError(f"{file} must hold a JSON list of class names")
+            raise ModelSpecError(
+                f"class names file {file} must hold a JSON list of names, got a "
+                f"{type(names).__name__}"
+            )
         return tuple(str(name) for name in names)
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
@@ -410,14 +536,22 @@ def load_model(
     """
     if weights == "DEFAULT" and not spec.startswith("torchvision:"):
         raise ModelSpecError("--weights DEFAULT is only meaningful for torchvision:NAME models")
-    if spec == "demo":
-        return _demo(device)
-    if spec == "demo-fc":
-        return _demo(device, "fc")
+    if spec in ("demo", "demo-fc"):
+        if weights is not None:
+            raise ModelSpecError(
+                f"--weights is not used with --model {spec} (the demo network ships its own); "
+                "leave it out"
+            )
+        return _demo(device, "fc" if spec == "demo-fc" else "gap")
     if spec.startswith("torchvision:"):
         return _torchvision(spec.split(":", 1)[1], weights, device)
     path = Path(spec)
     if path.suffix.lower() == ".keras":
+        if weights is not None:
+            raise ModelSpecError(
+                f"--weights is not used with a .keras file ({path.name} holds its own weights); "
+                "leave it out"
+            )
         if not path.is_file():
             raise ModelSpecError(f"model file not found: {path}")
         return _keras_file(path)

@@ -1,36 +1,52 @@
 """Explaining a set of images and writing every result file (what the command line runs).
 
-For each explained image ``NAME.ext`` (``NAME`` made unique within the run) the output directory
-receives:
+For each explained image ``NAME.ext`` (``NAME`` made unique within the run, see
+``gradcampp.outputs``) the output directory receives:
 
 - ``NAME.input.png``: the image as the model saw it (resized/cropped);
 - ``NAME.<method>.png``: the overlay of each method (``gradcampp``, ``gradcam``), or with several
   targets ``NAME.<method>.<rank>-<class>.png``;
 - ``NAME.<method>.npy``: the raw float32 map at the model's input resolution, ``(H, W)``, or
   ``(T, H, W)`` for ``T`` explained classes;
-- ``NAME.json``: the input path, the top classes with probabilities, the explained classes and
-  the files written;
+- ``NAME.json``: the input path (relative to the output directory), the top classes with
+  probabilities, the explained classes and the files written;
 
 and for the run ``predictions.csv`` (one line per image and top class) and ``index.html``.
+
+The work is split into steps that any engine can run: ``read_views`` (read and reduce images),
+``explain_views`` / ``explain_views_isolated`` (one forward and backward pass for a batch),
+``write_image_results`` (one image's files, each written atomically) and ``write_run_files``
+(the CSV and the report). ``explain_images`` chains them in this process.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import io
 import json
 import re
-import sys
-import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
+import gradcampp
+from gradcampp._files import write_atomically, write_text
 from gradcampp.explainers import GradCAM, GradCAMPP
-from gradcampp.images import ImageReadError, read_batches, save_png
+from gradcampp.images import ImageReadError, Preprocess, read_view, save_png
 from gradcampp.model_specs import LoadedModel, ModelSpecError
+from gradcampp.outputs import (
+    add_to_manifest,
+    csv_cell,
+    display_path,
+    free_run_file,
+    relative_path,
+    unique_names,
+)
 from gradcampp.report import Panel, ReportEntry, write_report
 from gradcampp.targets import Classes
 from gradcampp.viz import overlay
@@ -40,59 +56,77 @@ METHODS: dict[str, tuple[type[GradCAM], str]] = {
     "gradcam": (GradCAM, "Grad-CAM"),
 }
 MIN_DISPLAY = 192  # small inputs are enlarged to at least this many pixels in the pictures
+_PACKAGE_DIR = Path(gradcampp.__file__).resolve().parent
 
 
-class Progress:
-    """A one-line progress bar on ``stream`` (shown only when enabled)."""
+def progress_bar(total: int, enabled: bool, description: str = "explaining") -> Any:
+    """A ``tqdm.auto`` progress bar over ``total`` images on stderr (a widget in notebooks).
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None, width: int = 30):
-        self.total, self.enabled, self.width = total, enabled and total > 0, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.done = 0
-        self.start = time.monotonic()
+    Disabled (drawing nothing) when ``enabled`` is false; without tqdm installed, a silent
+    stand-in with the same ``update``/``close`` methods.
+    """
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the cli and demo extras
+        return _NoBar()
+    return tqdm(total=total, disable=not enabled, unit="image", desc=description, leave=True)
 
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        filled = round(self.width * self.done / self.total)
-        rate = self.done / max(time.monotonic() - self.start, 1e-9)
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} images "
-            f"({rate:.1f}/s)"
-        )
-        self.stream.flush()
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        pass
 
 
 @dataclass
 class RunResult:
-    """What a run wrote: one record per explained image, and the skipped inputs with reasons."""
+    """What a run wrote: one record per explained image, and the skipped inputs with reasons.
+
+    Attributes:
+        out_dir: the output directory; report: its ``index.html`` (None before it is written).
+        records: the JSON record of each explained image, in order.
+        skipped: ``(input, reason)`` for each input that was not explained.
+        layer: the explained layer's name (PyTorch models).
+        notes: remarks on inputs that were explained (e.g. a float image's scaling).
+    """
 
     out_dir: Path
     report: Path | None
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     layer: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageExplanation:
+    """One image's prediction and maps.
+
+    Attributes:
+        probs: class probabilities ``(K,)``; order: class indices by decreasing probability.
+        explained: the explained class indices ``(T,)``.
+        maps: per method, float32 maps ``(T, H, W)`` at the view's resolution.
+    """
+
+    probs: np.ndarray
+    order: np.ndarray
+    explained: np.ndarray
+    maps: dict[str, np.ndarray]
+
+
+@dataclass
+class ImageResults:
+    """What ``write_image_results`` wrote for one image: its record, report row and CSV rows."""
+
+    record: dict[str, Any]
+    entry: ReportEntry
+    csv_rows: list[list[Any]]
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "class"
-
-
-def unique_names(paths: Sequence[Path]) -> list[str]:
-    """A file-name stem per path: its own stem, with ``-2``, ``-3``... where stems repeat."""
-    counts: dict[str, int] = {}
-    names = []
-    for path in paths:
-        stem = path.stem or "image"
-        counts[stem] = counts.get(stem, 0) + 1
-        names.append(stem if counts[stem] == 1 else f"{stem}-{counts[stem]}")
-    return names
 
 
 def _display(view: np.ndarray) -> np.ndarray:
@@ -101,10 +135,43 @@ def _display(view: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(view, factor, axis=0), factor, axis=1) if factor > 1 else view
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _layer_names(loaded: LoadedModel) -> list[str]:
+    if loaded.framework == "torch":
+        return [name for name, _ in loaded.model.named_modules() if name]
+    return [layer.name for layer in getattr(loaded.model, "layers", [])]
+
+
+def check_layer_name(loaded: LoadedModel, layer: str | None) -> None:
+    """Raise ModelSpecError naming the nearest layer names when ``layer`` is not in the model."""
+    if layer is None:
+        return
+    names = _layer_names(loaded)
+    if not names or layer in names:
+        return
+    near = difflib.get_close_matches(layer, names, n=5, cutoff=0.6)
+    if near:
+        hint = "nearest names: " + ", ".join(repr(name) for name in near)
+    else:
+        top = [name for name in names if "." not in name][:12]
+        hint = "no name is close to it; the model's top-level layers are " + ", ".join(
+            repr(name) for name in top
+        )
+        dotted = [name for name in names if "." in name]
+        if dotted:
+            hint += f" (dotted names reach inner ones, e.g. {dotted[-1]!r})"
+    raise ModelSpecError(f"--layer: the model has no layer named {layer!r}; {hint}")
+
+
 def make_explainers(
     loaded: LoadedModel, methods: Sequence[str], layer: str | None, batch_size: int
 ) -> dict[str, GradCAM]:
     """One explainer per method; a bad layer name or an unsupported model -> ModelSpecError."""
+    check_layer_name(loaded, layer)
     explainers = {}
     for method in methods:
         cls, _ = METHODS[method]
@@ -121,6 +188,291 @@ def make_explainers(
 
 def _class_name(classes: Sequence[str] | None, index: int) -> str:
     return classes[index] if classes is not None and index < len(classes) else f"class {index}"
+
+
+def read_views(
+    paths: Sequence[Path], preprocess: Preprocess, notes: list[str] | None = None
+) -> Iterator[tuple[Path, np.ndarray | ImageReadError]]:
+    """Each path with its view (``images.read_view``), or the ``ImageReadError`` it raised."""
+    for path in paths:
+        try:
+            yield path, read_view(path, preprocess, notes=notes)
+        except ImageReadError as error:
+            yield path, error
+
+
+def explain_views(
+    loaded: LoadedModel,
+    explainers: dict[str, GradCAM],
+    views: Sequence[np.ndarray],
+    target: int | None = None,
+    top_k: int | None = None,
+) -> list[ImageExplanation]:
+    """Predict and explain a batch of ``uint8`` views ``(H, W, 3)`` in one pass per method.
+
+    Raises:
+        ModelSpecError: when the target or ``top_k`` does not fit the model's classes, or the
+            model does not return class scores.
+        Exception: whatever the model or the explainer raises on these inputs.
+    """
+    pre = loaded.preprocess
+    x = np.stack([pre.input(view) for view in views])
+    probs = loaded.predict(x)
+    n_classes = probs.shape[1]
+    if target is not None and target >= n_classes:
+        raise ModelSpecError(
+            f"--target {target} is out of range: the model has {n_classes} classes"
+        )
+    if top_k is not None and top_k > n_classes:
+        raise ModelSpecError(f"--top-k {top_k} exceeds the model's {n_classes} classes")
+    order = np.argsort(-probs, axis=1, kind="stable")
+    if target is not None:
+        explained = np.full((len(views), 1), target, dtype=np.int64)
+    else:
+        explained = np.ascontiguousarray(order[:, : top_k or 1])
+    maps = {}
+    for method, explainer in explainers.items():
+        found = np.asarray(explainer.explain(x, Classes(explained)), dtype=np.float32)
+        if found.ndim == 5 and found.shape[-1] == 1:  # Keras: (N, T, H, W, 1), as xplique
+            found = found[..., 0]
+        maps[method] = found
+    return [
+        ImageExplanation(probs[i], order[i], explained[i], {m: maps[m][i] for m in maps})
+        for i in range(len(views))
+    ]
+
+
+def _raised_by_gradcampp(error: BaseException) -> bool:
+    """Whether ``error`` was raised by gradcampp's own code (not by the model or a library)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    return Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
+def explain_views_isolated(
+    loaded: LoadedModel,
+    explainers: dict[str, GradCAM],
+    views: Sequence[np.ndarray],
+    target: int | None = None,
+    top_k: int | None = None,
+) -> list[ImageExplanation | str]:
+    """``explain_views``, with an image that fails kept apart: its entry is the reason (text).
+
+    The batch is tried whole; if it raises, each image is tried alone, so that one image the
+    model fails on costs only that image.
+
+    Raises:
+        ModelSpecError: for errors of the model as a whole: a ModelSpecError, or an error of
+            gradcampp itself (e.g. no layer with spatial extent) on every image of the batch.
+    """
+    try:
+        return list(explain_views(loaded, explainers, views, target, top_k))
+    except ModelSpecError:
+        raise
+    except Exception as error:
+        if len(views) == 1:
+            failures: list[ImageExplanation | str | BaseException] = [error]
+        else:
+            failures = []
+            for view in views:
+                try:
+                    failures.extend(explain_views(loaded, explainers, [view], target, top_k))
+                except ModelSpecError:
+                    raise
+                except Exception as single:
+                    failures.append(single)
+    errors = [item for item in failures if isinstance(item, BaseException)]
+    if len(errors) == len(failures) and all(_raised_by_gradcampp(e) for e in errors):
+        message = str(errors[0]).replace("conv_layer", "--layer (or a larger --size)", 1)
+        raise ModelSpecError(message) from errors[0]
+    return [
+        (
+            f"the model failed on it ({_first_line(item)})"
+            if not _raised_by_gradcampp(item)
+            else f"cannot explain it ({_first_line(item)})"
+        )
+        if isinstance(item, BaseException)
+        else item
+        for item in failures
+    ]
+
+
+def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] | None) -> dict:
+    """The files of one image: ``input``, ``json``, and per method its ``map`` and ``overlays``.
+
+    ``labels``: the explained class names when each target has its own overlay (``--top-k``);
+    None for one overlay per method.
+    """
+    files: dict[str, Any] = {"input": f"{name}.input.png", "json": f"{name}.json"}
+    for method in methods:
+        files[method] = {
+            "map": f"{name}.{method}.npy",
+            "overlays": [f"{name}.{method}.png"]
+            if labels is None
+            else [
+                f"{name}.{method}.{rank}-{_slug(label)}.png"
+                for rank, label in enumerate(labels, start=1)
+            ],
+        }
+    return files
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file, atomically (``_files.write_atomically``)."""
+    write_atomically(path, lambda file: np.save(file, array))
+
+
+def write_image_results(
+    out_dir: Path,
+    name: str,
+    path: Path,
+    view: np.ndarray,
+    found: ImageExplanation,
+    *,
+    loaded: LoadedModel,
+    layer: str | None,
+    several: bool,
+    show_top: int = 5,
+    cmap: str = "inferno",
+    alpha: float = 0.5,
+    note: str = "",
+) -> ImageResults:
+    """Write one image's files (module docstring), each atomically; return what was written.
+
+    Args:
+        out_dir: the output directory; name: the image's result name; path: the input file.
+        view: the ``uint8`` view the model saw; found: its explanation.
+        loaded: the model (class names, description); layer: the explained layer's name.
+        several: whether each explained class gets its own overlay (``--top-k``).
+        show_top: top classes listed; cmap, alpha: overlays; note: text under the name.
+
+    Raises:
+        OSError: when a file cannot be written; the files of this image written so far are
+            removed again.
+    """
+    methods = list(found.maps)
+    labels = [_class_name(loaded.classes, int(c)) for c in found.explained]
+    files = result_file_names(name, methods, labels if several else None)
+    every = [files["input"], files["json"]]
+    for method in methods:
+        every += [files[method]["map"], *files[method]["overlays"]]
+    add_to_manifest(out_dir, every)
+    written: list[Path] = []
+
+    def claim(file: str) -> Path:
+        written.append(out_dir / file)
+        return out_dir / file
+
+    ranked = [
+        (rank, int(c), _class_name(loaded.classes, int(c)), float(found.probs[c]))
+        for rank, c in enumerate(found.order[:show_top], start=1)
+    ]
+    top = [
+        {"rank": rank, "class_index": c, "class_name": label, "probability": prob}
+        for rank, c, label, prob in ranked
+    ]
+    input_text = relative_path(path, out_dir)
+    try:
+        display = _display(view)
+        save_png(claim(files["input"]), display)
+        panels = []
+        for method in methods:
+            per_image = found.maps[method]  # (T, H, W)
+            save_npy(claim(files[method]["map"]), per_image if several else per_image[0])
+            for t, (png, c) in enumerate(
+                zip(files[method]["overlays"], found.explained, strict=True)
+            ):
+                save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
+                rank = f"#{t + 1} " if several else ""
+                panels.append(Panel(png, f"{rank}{labels[t]} ({100 * found.probs[c]:.1f}%)"))
+        record = {
+            "input": input_text,
+            "name": name,
+            "model": loaded.description,
+            "layer": layer,
+            "size": list(view.shape[:2]),
+            "top_classes": top,
+            "explained": [
+                {"class_index": int(c), "class_name": label}
+                for c, label in zip(found.explained, labels, strict=True)
+            ],
+            "files": {
+                "input": files["input"],
+                "overlays": {
+                    m: files[m]["overlays"] if several else files[m]["overlays"][0] for m in methods
+                },
+                "maps": {m: files[m]["map"] for m in methods},
+            },
+        }
+        write_text(claim(files["json"]), json.dumps(record, indent=2, ensure_ascii=False))
+    except BaseException:
+        for file in written:
+            file.unlink(missing_ok=True)
+        raise
+    csv_rows: list[list[Any]] = [
+        [csv_cell(name), csv_cell(input_text), rank, c, csv_cell(label), f"{prob:.6f}"]
+        for rank, c, label, prob in ranked
+    ]
+    entry = ReportEntry(
+        name=display_path(path.name),
+        image=files["input"],
+        panels=panels,
+        predictions=[(label, prob) for _, _, label, prob in ranked],
+        note=note,
+        files=[
+            *((f"{METHODS[m][1]} map (.npy)", files[m]["map"]) for m in methods),
+            ("predictions (.json)", files["json"]),
+        ],
+    )
+    return ImageResults(record, entry, csv_rows)
+
+
+def write_run_files(
+    out_dir: Path,
+    inputs: Sequence[Path],
+    results: Sequence[ImageResults],
+    *,
+    methods: Sequence[str],
+    several: bool,
+    result: RunResult,
+    model_description: str,
+    title: str,
+    cmap: str,
+) -> Path:
+    """Write ``predictions.csv`` and the report of a run; returns the report's path.
+
+    A run file whose name an input in ``out_dir`` already has gets another name
+    (``outputs.free_run_file``), so that no input is overwritten.
+    """
+    csv_name = free_run_file(out_dir, "predictions.csv", inputs)
+    index_name = free_run_file(out_dir, "index.html", inputs)
+    colorbar_name = free_run_file(out_dir, "colorbar.png", inputs)
+    add_to_manifest(out_dir, [csv_name, index_name, colorbar_name])
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\r\n")
+    writer.writerow(["image", "input", "rank", "class_index", "class_name", "probability"])
+    for item in results:
+        writer.writerows(item.csv_rows)
+    write_text(out_dir / csv_name, table.getvalue())
+    details = [f"Model: {model_description}"]
+    if result.layer is not None:
+        details.append(f"Explained layer: {result.layer}")
+    details.append(
+        f"{len(result.records)} image(s) explained"
+        + (f", {len(result.skipped)} skipped" if result.skipped else "")
+    )
+    return write_report(
+        out_dir,
+        [item.entry for item in results],
+        columns=[METHODS[m][1] for m in methods],
+        title=title,
+        details=details,
+        skipped=result.skipped,
+        cmap=cmap,
+        index_name=index_name,
+        colorbar_name=colorbar_name,
+    )
 
 
 def explain_images(
@@ -142,9 +494,12 @@ def explain_images(
 ) -> RunResult:
     """Explain ``paths`` with ``loaded`` and write the files listed in the module docstring.
 
+    Memory is bounded by the batch: each image is reduced to the model's view as it is read.
+
     Args:
         loaded: the model with its preprocessing and class names.
-        paths: image files; unreadable ones are skipped and listed in the result.
+        paths: image files; unreadable ones, and ones the model fails on, are skipped and
+            listed in the result.
         out_dir: where to write (created if needed).
         methods: keys of ``METHODS``.
         target: explain this class index for every image; ``top_k``: explain the ``k`` most
@@ -159,180 +514,82 @@ def explain_images(
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
+        OSError: when the run files cannot be written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     explainers = make_explainers(loaded, methods, layer, batch_size)
     result = RunResult(out_dir, None)
-    names = dict(zip(paths, unique_names(paths), strict=True))
-    entries: list[ReportEntry] = []
-    csv_rows: list[list[Any]] = []
-    bar = Progress(len(paths), progress and len(paths) > 3)
-    for group in read_batches(paths, batch_size):
-        good = []
-        for path, image in group:
-            if isinstance(image, ImageReadError):
-                result.skipped.append((str(path), image.reason))
-            else:
-                good.append((path, image))
-        if good:
-            _explain_group(
-                loaded,
-                explainers,
-                good,
-                names,
-                out_dir,
-                target,
-                top_k,
-                show_top,
-                cmap,
-                alpha,
-                notes,
-                result,
-                entries,
-                csv_rows,
-            )
-        bar.update(len(group))
-    bar.close()
-    with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["image", "input", "rank", "class_index", "class_name", "probability"])
-        writer.writerows(csv_rows)
-    columns = _columns(methods, top_k)
-    details = [f"Model: {loaded.description}"]
-    if result.layer is not None:
-        details.append(f"Explained layer: {result.layer}")
-    details.append(
-        f"{len(result.records)} image(s) explained"
-        + (f", {len(result.skipped)} skipped" if result.skipped else "")
-    )
-    result.report = write_report(
+    names = dict(zip(paths, unique_names(paths, out_dir, methods), strict=True))
+    written: list[ImageResults] = []
+    bar = progress_bar(len(paths), progress and len(paths) > 3)
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        views = [view for _, view in pending]
+        found = explain_views_isolated(loaded, explainers, views, target, top_k)
+        if result.layer is None and loaded.framework == "torch":
+            import torch
+
+            try:
+                sample = loaded.preprocess.input(views[0])[None]
+                result.layer = explainers[methods[0]].backend.layer_name(torch.from_numpy(sample))
+            except Exception:  # the name is shown for information only
+                result.layer = layer
+        for (path, view), item in zip(pending, found, strict=True):
+            if isinstance(item, str):
+                result.skipped.append((display_path(path), item))
+                continue
+            try:
+                done = write_image_results(
+                    out_dir,
+                    names[path],
+                    path,
+                    view,
+                    item,
+                    loaded=loaded,
+                    layer=result.layer,
+                    several=top_k is not None,
+                    show_top=show_top,
+                    cmap=cmap,
+                    alpha=alpha,
+                    note=notes(path) if notes is not None else "",
+                )
+            except OSError as error:
+                reason = f"cannot write its results ({error.strerror or error})"
+                result.skipped.append((display_path(path), reason))
+                continue
+            except Exception as error:  # any other failure costs this image only
+                reason = f"cannot write its results ({_first_line(error)})"
+                result.skipped.append((display_path(path), reason))
+                continue
+            result.records.append(done.record)
+            written.append(done)
+        bar.update(len(pending))
+        pending.clear()
+
+    try:
+        for path, view in read_views(paths, loaded.preprocess, result.notes):
+            if isinstance(view, ImageReadError):
+                result.skipped.append((display_path(path), view.reason))
+                bar.update(1)
+                continue
+            pending.append((path, view))
+            if len(pending) == batch_size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+    result.report = write_run_files(
         out_dir,
-        entries,
-        columns=columns,
+        paths,
+        written,
+        methods=methods,
+        several=top_k is not None,
+        result=result,
+        model_description=loaded.description,
         title=title,
-        details=details,
-        skipped=result.skipped,
         cmap=cmap,
     )
     return result
-
-
-def _columns(methods: Sequence[str], top_k: int | None) -> list[str]:
-    ranks = range(1, (top_k or 1) + 1)
-    return [
-        METHODS[m][1] + (f" (class #{rank})" if top_k else "") for m in methods for rank in ranks
-    ]
-
-
-def _explain_group(
-    loaded: LoadedModel,
-    explainers: dict[str, GradCAM],
-    good: list[tuple[Path, np.ndarray]],
-    names: dict[Path, str],
-    out_dir: Path,
-    target: int | None,
-    top_k: int | None,
-    show_top: int,
-    cmap: str,
-    alpha: float,
-    notes: Callable[[Path], str] | None,
-    result: RunResult,
-    entries: list[ReportEntry],
-    csv_rows: list[list[Any]],
-) -> None:
-    pre = loaded.preprocess
-    views = [pre.view(image) for _, image in good]
-    x = np.stack([pre.input(view) for view in views])
-    probs = loaded.predict(x)
-    n_classes = probs.shape[1]
-    if target is not None and target >= n_classes:
-        raise ModelSpecError(
-            f"--target {target} is out of range: the model has {n_classes} classes"
-        )
-    if top_k is not None and top_k > n_classes:
-        raise ModelSpecError(f"--top-k {top_k} exceeds the model's {n_classes} classes")
-    order = np.argsort(-probs, axis=1, kind="stable")
-    if target is not None:
-        explained = np.full((len(good), 1), target, dtype=np.int64)
-    else:
-        explained = np.ascontiguousarray(order[:, : top_k or 1])
-    maps = {}
-    for method, explainer in explainers.items():
-        found = np.asarray(explainer.explain(x, Classes(explained)), dtype=np.float32)
-        if found.ndim == 5 and found.shape[-1] == 1:  # Keras: (N, T, H, W, 1), as xplique
-            found = found[..., 0]
-        maps[method] = found
-        if result.layer is None:
-            if loaded.framework == "torch":
-                import torch
-
-                result.layer = explainer.backend.layer_name(torch.from_numpy(x[:1]))
-    for i, ((path, _), view) in enumerate(zip(good, views, strict=True)):
-        name = names[path]
-        display = _display(view)
-        input_file = f"{name}.input.png"
-        save_png(out_dir / input_file, display)
-        top = [
-            {
-                "rank": rank + 1,
-                "class_index": int(c),
-                "class_name": _class_name(loaded.classes, int(c)),
-                "probability": float(probs[i, c]),
-            }
-            for rank, c in enumerate(order[i, :show_top])
-        ]
-        for row in top:
-            csv_rows.append(
-                [
-                    name,
-                    str(path),
-                    row["rank"],
-                    row["class_index"],
-                    row["class_name"],
-                    f"{row['probability']:.6f}",
-                ]
-            )
-        files: dict[str, Any] = {"input": input_file, "overlays": {}, "maps": {}}
-        panels = []
-        for method in explainers:
-            per_image = maps[method][i]  # (T, H, W)
-            map_file = f"{name}.{method}.npy"
-            np.save(out_dir / map_file, per_image if top_k else per_image[0])
-            files["maps"][method] = map_file
-            overlays = []
-            for t, c in enumerate(explained[i]):
-                label = _class_name(loaded.classes, int(c))
-                suffix = f".{t + 1}-{_slug(label)}" if top_k else ""
-                png = f"{name}.{method}{suffix}.png"
-                save_png(out_dir / png, overlay(display, per_image[t], cmap=cmap, alpha=alpha))
-                overlays.append(png)
-                panels.append(Panel(png, f"{label} ({100 * probs[i, c]:.1f}%)"))
-            files["overlays"][method] = overlays if top_k else overlays[0]
-        record = {
-            "input": str(path),
-            "name": name,
-            "model": loaded.description,
-            "layer": result.layer,
-            "size": list(view.shape[:2]),
-            "top_classes": top,
-            "explained": [
-                {"class_index": int(c), "class_name": _class_name(loaded.classes, int(c))}
-                for c in explained[i]
-            ],
-            "files": files,
-        }
-        (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        result.records.append(record)
-        entries.append(
-            ReportEntry(
-                name=path.name,
-                image=input_file,
-                panels=panels,
-                predictions=[(row["class_name"], row["probability"]) for row in top],
-                note=notes(path) if notes is not None else "",
-                files=[
-                    *((f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in explainers),
-                    ("predictions (.json)", f"{name}.json"),
-                ],
-            )
-        )

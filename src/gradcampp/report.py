@@ -1,49 +1,30 @@
 """A browsable HTML report: one row per image with its overlays and top classes.
 
 ``write_report`` writes ``index.html`` and ``colorbar.png`` into a directory that already holds
-the pictures; every link in the page is relative, so the directory can be moved, zipped or
-served as it is. The page needs no script and no network.
+the pictures. The page is rendered from the Jinja2 template ``templates/report.html`` with
+autoescaping, so no text from a file or class name can become markup. Every link is a relative
+``./`` path, URL-encoded and checked to name a file inside the directory, so the directory can be
+moved, zipped or served as it is, and a file name such as ``javascript:alert(1).png`` stays a
+file name. The page needs no script and no network, and forbids scripts (a Content Security
+Policy).
 """
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import numpy as np
 
+from gradcampp._files import write_text
 from gradcampp.images import save_png
 from gradcampp.viz import colorize
 
 COLORBAR_FILE = "colorbar.png"
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
-       color: #1d1d1f; background: #fafafa; }
-h1 { font-size: 1.5em; margin: 0 0 4px 0; }
-.meta { color: #555; margin: 2px 0; }
-.legend { display: flex; align-items: center; gap: 10px; margin: 14px 0 18px 0; }
-.legend img { width: 260px; height: 16px; border: 1px solid #999; }
-.legend .note { color: #555; font-size: 0.9em; }
-table.grid { border-collapse: collapse; background: #fff; }
-table.grid th { position: sticky; top: 0; background: #eee; padding: 8px 10px;
-                text-align: left; font-weight: 600; border-bottom: 2px solid #ccc; }
-table.grid td { padding: 8px 10px; vertical-align: top; border-bottom: 1px solid #e2e2e2; }
-figure { margin: 0; }
-figure img { width: 200px; height: auto; display: block; border-radius: 3px; }
-figcaption { font-size: 0.85em; color: #333; margin-top: 4px; max-width: 200px; }
-.name { font-weight: 600; word-break: break-all; max-width: 200px; }
-.note { font-size: 0.85em; color: #555; }
-ol.top { margin: 0; padding-left: 1.4em; min-width: 220px; }
-ol.top li { margin: 2px 0; }
-.bar { display: inline-block; height: 8px; background: #d9622b; vertical-align: middle;
-       margin-left: 6px; border-radius: 2px; }
-.files a { font-size: 0.85em; margin-right: 8px; }
-.skipped { color: #a40000; }
-"""
+METHOD_PAGE = "https://arxiv.org/abs/1710.11063"  # Chattopadhyay et al., the Grad-CAM++ paper
 
 
 @dataclass(frozen=True)
@@ -61,7 +42,8 @@ class ReportEntry:
     Attributes:
         name: the image's name (e.g. its file name).
         image: the input picture (relative path).
-        panels: one overlay per column of ``write_report``'s ``columns``.
+        panels: the overlays, column by column of ``write_report``'s ``columns``, the same
+            number in each column (one per explained class).
         predictions: ``(class name, probability)`` pairs, best first.
         note: extra text under the name (e.g. the ground truth), may be empty.
         files: ``(label, relative path)`` links to the raw results (maps, predictions).
@@ -81,43 +63,58 @@ def write_colorbar(path: str | os.PathLike[str], cmap: str = "inferno") -> None:
     save_png(path, colorize(ramp, cmap))
 
 
-def _check_relative(src: str, root: Path) -> str:
-    if Path(src).is_absolute() or ".." in Path(src).parts:
+def file_url(src: str, root: Path) -> str:
+    """The link to ``src`` (a path relative to ``root``): ``./`` and the URL-encoded path.
+
+    Raises:
+        ValueError: when ``src`` is absolute, leaves ``root`` (``..``) or is no file there.
+    """
+    posix = PurePosixPath(Path(src).as_posix())
+    if Path(src).is_absolute() or posix.is_absolute() or ".." in posix.parts or not posix.parts:
         raise ValueError(f"report files must be relative paths inside the directory, got {src!r}")
     if not (root / src).is_file():
         raise ValueError(f"report file {src!r} does not exist in {root}")
-    return html.escape(Path(src).as_posix(), quote=True)
+    return "./" + quote(str(posix), safe="/")
 
 
-def _row(entry: ReportEntry, n_columns: int, root: Path) -> str:
-    if len(entry.panels) != n_columns:
-        raise ValueError(
-            f"entry {entry.name!r} has {len(entry.panels)} panels for {n_columns} columns"
-        )
-    name = html.escape(entry.name)
-    cells = [
-        f'<td><figure><img src="{_check_relative(entry.image, root)}" alt="{name}">'
-        f'<figcaption class="name">{name}</figcaption>'
-        + (f'<div class="note">{html.escape(entry.note)}</div>' if entry.note else "")
-        + "</figure></td>"
+def _template() -> object:
+    try:
+        import jinja2
+    except ImportError as error:  # pragma: no cover - jinja2 comes with the cli extra
+        raise ImportError('the HTML report needs Jinja2: pip install "gradcampp[cli]"') from error
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("gradcampp", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template("report.html")
+
+
+def _row(entry: ReportEntry, n_columns: int, root: Path) -> dict[str, object]:
+    panels = list(entry.panels)
+    if n_columns < 1 or not panels or len(panels) % n_columns:
+        raise ValueError(f"entry {entry.name!r} has {len(panels)} panels for {n_columns} columns")
+    per_column = len(panels) // n_columns
+    groups = [
+        [
+            {"src": file_url(panel.src, root), "caption": panel.caption}
+            for panel in panels[i * per_column : (i + 1) * per_column]
+        ]
+        for i in range(n_columns)
     ]
-    for panel in entry.panels:
-        caption = html.escape(panel.caption)
-        cells.append(
-            f'<td><figure><img src="{_check_relative(panel.src, root)}" '
-            f'alt="{name}: {caption}"><figcaption>{caption}</figcaption></figure></td>'
-        )
-    items = "".join(
-        f"<li>{html.escape(label)} <b>{100 * score:.1f}%</b>"
-        f'<span class="bar" style="width:{max(1, round(80 * score))}px"></span></li>'
-        for label, score in entry.predictions
-    )
-    links = "".join(
-        f'<a href="{_check_relative(src, root)}">{html.escape(label)}</a>'
-        for label, src in entry.files
-    )
-    cells.append(f'<td><ol class="top">{items}</ol><div class="files">{links}</div></td>')
-    return "<tr>" + "".join(cells) + "</tr>"
+    return {
+        "name": entry.name,
+        "note": entry.note,
+        "image": file_url(entry.image, root),
+        "groups": groups,
+        "predictions": [
+            (label, f"{100 * score:.1f}%", max(1, round(80 * score)))
+            for label, score in entry.predictions
+        ],
+        "files": [(label, file_url(src, root)) for label, src in entry.files],
+    }
 
 
 def write_report(
@@ -129,61 +126,45 @@ def write_report(
     details: Sequence[str] = (),
     skipped: Sequence[tuple[str, str]] = (),
     cmap: str = "inferno",
+    index_name: str = "index.html",
+    colorbar_name: str = COLORBAR_FILE,
+    method_page: str = METHOD_PAGE,
 ) -> Path:
-    """Write ``index.html`` (and ``colorbar.png``) into ``out_dir``.
+    """Write ``index.html`` (and ``colorbar.png``) into ``out_dir``, each atomically.
 
     Args:
         out_dir: the directory holding every picture the entries name.
         entries: the rows, in order.
-        columns: the header of each overlay column (e.g. ``["Grad-CAM++", "Grad-CAM"]``).
+        columns: the header of each overlay column, one per method (e.g.
+            ``["Grad-CAM++", "Grad-CAM"]``); an entry's panels fill the columns in order, the
+            same number in each (several explained classes are stacked in one column).
         title: the page title; details: lines shown under it (model, layer, ...).
         skipped: ``(input, reason)`` for inputs that could not be explained.
         cmap: the colour map the overlays use, for the colour bar.
+        index_name, colorbar_name: the file names of the page and the colour bar.
+        method_page: the page the report links to for how the methods work.
 
     Returns:
-        the path of ``index.html``.
+        the path of the page.
 
     Raises:
-        ValueError: when an entry's file is missing, not relative, or its panels do not match
-            ``columns``.
+        ValueError: when an entry's file is missing, not relative, or its panels do not fill
+            ``columns`` evenly.
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    write_colorbar(root / COLORBAR_FILE, cmap)
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in ("Image", *columns, "Top classes"))
-    rows = "\n".join(_row(entry, len(columns), root) for entry in entries)
-    meta = "".join(f'<p class="meta">{html.escape(line)}</p>' for line in details)
-    skipped_html = ""
-    if skipped:
-        items = "".join(
-            f"<li>{html.escape(name)}: {html.escape(reason)}</li>" for name, reason in skipped
-        )
-        skipped_html = f'<h2 class="skipped">Skipped ({len(skipped)})</h2><ul>{items}</ul>'
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-{meta}
-<div class="legend"><span>low</span>
-<img src="{COLORBAR_FILE}" alt="colour bar ({html.escape(cmap)})"><span>high</span>
-<span class="note">relevance for the explained class;
-each map is scaled to its own maximum</span></div>
-<table class="grid">
-<thead><tr>{header}</tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-{skipped_html}
-</body>
-</html>
-"""
-    index = root / "index.html"
-    index.write_text(page, encoding="utf-8")
+    rows = [_row(entry, len(columns), root) for entry in entries]
+    write_colorbar(root / colorbar_name, cmap)
+    page = _template().render(  # type: ignore[attr-defined]
+        title=title,
+        details=list(details),
+        columns=list(columns),
+        rows=rows,
+        skipped=list(skipped),
+        cmap=cmap,
+        colorbar=file_url(colorbar_name, root),
+        method_page=method_page,
+    )
+    index = root / index_name
+    write_text(index, page)
     return index
