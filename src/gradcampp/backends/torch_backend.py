@@ -362,13 +362,13 @@ class TorchBackend:
         message = (
             "no module of the model outputs a feature map of the input (spatial shape = the "
             f"input's {spatial} divided by one stride, channels-first, channels-last or as tokens "
-            "on such a grid)"
+            f"on such a grid) for inputs of shape {tuple(x.shape[1:])} per sample"
         )
         if head_name is not None:
-            message += f" before its output layer {head_name!r}"
+            message += f", before its output layer {head_name!r}"
         if listed:
             message += "; candidate layers: " + ", ".join(dict.fromkeys(listed[-8:]))
-        return message + "; pass conv_layer (and reshape_transform for another layout)"
+        return message + "; pass conv_layer, with a reshape_transform for another layout"
 
     def capture(
         self, x: torch.Tensor, plan: TargetPlan, start: int, stop: int
