@@ -5,6 +5,7 @@ Each call runs ``backend.capture -> formulas -> resize`` on chunks of ``batch_si
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gradcampp._xp import namespace
@@ -23,31 +24,47 @@ from gradcampp.targets import parse_targets
 class GradCAM:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ``relu(sum_k mean_ij(dY^c/dA_ij^k) A^k)``.
 
+    The positional order is xplique 2.0.2's, ``(model, output_layer, batch_size, operator,
+    conv_layer)``, so that replacing xplique's import changes nothing else; ``variant`` and
+    ``reshape_transform`` are keyword-only.
+
     Args:
         model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs, or a Keras 3 ``keras.Model``
             (TensorFlow backend) taking channels-last ``(N, *S, C)`` inputs; 1, 2 or 3 spatial
             dimensions.
-        conv_layer: the explained layer: ``None`` for the last layer whose output still has
-            spatial extent (found by probing one forward pass, nested Keras models included), a
-            name (from ``model.named_modules()`` in PyTorch, any layer's name in Keras), an index
-            into ``model.layers`` (Keras), or the module/layer itself.
-        batch_size: inputs are processed in chunks of this many samples; the result does not
-            depend on it.
-        variant: ``"paper"`` (default): maps upsampled with the exact bicubic kernel and clipped
-            at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
-            clipped, as xplique 2.0.2 does (small negative values occur). The layer is chosen
-            as for any variant; xplique's own default is the last layer of ``model.layers`` with
-            a ``filters`` attribute (a convolution, before its normalisation and activation):
-            name it as ``conv_layer`` to reproduce xplique's maps.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
             layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits
-            before a softmax.
+            before a softmax (xplique's ``-2``).
+        batch_size: inputs are processed in chunks of this many samples; the result does not
+            depend on it.
+        operator: xplique's scoring operator; only its default (``None``, classification: the
+            sum of the outputs weighted by the targets) is supported. Pass other scores as a
+            callable target to ``explain``.
+        conv_layer: the explained layer: ``None`` for the default (below), a name (from
+            ``model.named_modules()`` in PyTorch, any layer's name in Keras), an index into
+            ``model.layers`` (Keras), or the module/layer itself.
+        variant: ``"paper"`` (default): maps upsampled with the exact bicubic kernel and clipped
+            at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
+            clipped, as xplique 2.0.2 does (small negative values occur), and on Keras models the
+            default layer is xplique's (the last layer of ``model.layers`` with a ``filters``
+            attribute: a convolution, before its normalisation and activation).
+        reshape_transform: PyTorch only: ``None`` (outputs are read as channels-first maps,
+            channels-last maps or transformer tokens on the patch grid, whichever alone fits the
+            input's shape) or a callable from the layer's output to ``(N, C, *S)``, applied to
+            activations and gradients alike.
+
+    The default layer is a feature map of the input (its spatial shape is the input's divided by
+    one stride) found by probing one forward pass, or a ``ValueError`` naming the candidates:
+    the last such map before the model's output layer; on transformers the last block's tokens
+    on the patch grid; on torchvision detection and segmentation models the backbone's last
+    feature map. ``conv_layer`` gives the layer that was explained.
 
     Raises:
         ValueError: for a ``batch_size`` that is not a positive integer, an unknown ``variant``,
             or a layer name the model does not have (the message lists the nearest names).
-        TypeError: for a model that is neither a ``torch.nn.Module`` nor a Keras model, or a
-            layer given in none of the accepted forms.
+        TypeError: for a model that is neither a ``torch.nn.Module`` nor a Keras model, a layer
+            given in none of the accepted forms, an ``operator`` other than classification, or
+            a ``reshape_transform`` that is not callable.
 
     Examples:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
@@ -58,20 +75,39 @@ class GradCAM:
     def __init__(
         self,
         model: Any,
-        *,
-        conv_layer: Any = None,
-        batch_size: int = 32,
-        variant: Variant = "paper",
         output_layer: Any = None,
+        batch_size: int = 32,
+        operator: Any = None,
+        conv_layer: Any = None,
+        *,
+        variant: Variant = "paper",
+        reshape_transform: Callable[[Any], Any] | None = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if variant not in self._variants:
             raise ValueError(f"variant must be one of {self._variants}, got {variant!r}")
+        _check_operator(operator)
         self.model = model
         self.batch_size = batch_size
         self.variant = variant
-        self.backend = backend_for(model, conv_layer, output_layer)
+        self.backend = backend_for(
+            model,
+            conv_layer,
+            output_layer,
+            reshape_transform,
+            keras_default="xplique" if variant == "xplique" else "probe",
+        )
+
+    @property
+    def conv_layer(self) -> Any:
+        """The explained layer (module or Keras layer), as xplique's explainers expose it.
+
+        The one given, or the default: on Keras models with a fixed input shape it is found when
+        first asked for; otherwise it is the layer of the latest ``explain`` call (``None``
+        before the first).
+        """
+        return self.backend.resolved_layer()
 
     def _weights(self, acts: Any, grads: Any) -> Any:
         return gradcam_weights(grads)
@@ -130,6 +166,22 @@ class GradCAM:
     __call__ = explain
 
 
+def _check_operator(operator: Any) -> None:
+    """Accept xplique's default operator (classification) only."""
+    if operator is None:
+        return
+    name = operator if isinstance(operator, str) else getattr(operator, "name", None)
+    if isinstance(name, str) and name.lower() in ("classification", "regression"):
+        return
+    if getattr(operator, "__name__", None) == "predictions_operator":
+        return
+    raise TypeError(
+        "operator: only xplique's classification operator (None) is supported, got "
+        f"{operator!r}; pass another score as a callable target to explain(inputs, targets), "
+        "e.g. gradcampp.targets.SegmentationTarget or DetectionTarget"
+    )
+
+
 def _check_finite(maps: Any, acts: Any, grads: Any, xp: Any) -> None:
     """Raise a ``ValueError`` naming the cause when ``maps`` hold a NaN or an infinity.
 
@@ -160,18 +212,21 @@ class GradCAMPP(GradCAM):
     Args:
         model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs, or a Keras 3 model taking
             channels-last ``(N, *S, C)`` inputs (as for ``GradCAM``).
-        conv_layer: the explained layer, in the forms accepted by ``GradCAM``; ``None`` for the
-            last layer whose output still has spatial extent.
-        batch_size: inputs are processed in chunks of this many samples; the result does not
-            depend on it.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
             layer whose output replaces it, e.g. the logits before a softmax.
+        batch_size: inputs are processed in chunks of this many samples; the result does not
+            depend on it.
+        operator: xplique's operator; only its default (``None``, classification).
+        conv_layer: the explained layer, in the forms accepted by ``GradCAM``; ``None`` for the
+            default layer (a feature map of the input, as for ``GradCAM``).
+        reshape_transform: PyTorch only: a callable from the layer's output to ``(N, C, *S)``
+            (as for ``GradCAM``); ``None`` reads tokens and channels-last outputs automatically.
         variant:
             - ``"paper"`` (default): Eq. 19 exactly; where its denominator is exactly zero, alpha
               is zero (a guard, no epsilon); exact bicubic upsampling, clipped at zero.
             - ``"xplique"``: xplique 2.0.2's formula: means instead of both sums, ``1e-4`` added
               to denominators that are exactly zero; TensorFlow's tabulated bicubic weights, not
-              clipped.
+              clipped; on Keras models xplique's default layer.
             - ``"authors"``: the paper authors' code: alpha divided per channel by its sum over
               the pixels with a positive gradient; upsampled as ``"paper"``.
 

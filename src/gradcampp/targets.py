@@ -9,7 +9,14 @@
 - a callable ``outputs -> (N,)`` returning the score of each sample (for segmentation, detection or
   multi-output models);
 - ``TopK(k)``: the ``k`` highest-scoring classes of each sample;
-- ``Classes(indices)``: several given classes per sample, ``(N, T)`` (or ``(T,)`` for all).
+- ``Classes(indices)``: several given classes per sample, ``(N, T)`` (or ``(T,)`` for all);
+- ``SegmentationTarget(c)``, ``DetectionTarget(c, box)``: a class over a region of a dense output,
+  the detected box of a class that best matches a given box (``gradcampp.dense_targets``).
+
+Class scores are read from the model's output tensor, a Hugging Face ``ModelOutput``'s ``.logits``
+or a dict's ``"out"`` (torchvision segmentation). On dense outputs ``(N, K, *S)`` a class index
+``c`` explains the logits of ``c`` summed over the pixels predicted as ``c`` (as
+``SegmentationTarget(c)``); ``None`` and ``TopK`` need one class per sample and are refused there.
 
 The last two explain ``T`` scores per sample from one forward pass and return maps
 ``(N, T, *spatial)``; the others return ``(N, *spatial)``. A 2-D integer array is refused: it could
@@ -25,6 +32,23 @@ from typing import Any
 import numpy as np
 
 from gradcampp._xp import constant_like, namespace, to_numpy
+from gradcampp.dense_targets import (
+    DetectionTarget,
+    SegmentationTarget,
+    class_scores,
+    default_class_axis,
+    dense_class_scores,
+)
+
+__all__ = [
+    "Classes",
+    "DetectionTarget",
+    "SegmentationTarget",
+    "TargetPlan",
+    "TopK",
+    "class_scores",
+    "parse_targets",
+]
 
 
 @dataclass(frozen=True)
@@ -110,14 +134,18 @@ class TargetPlan:
         """Check that class-based targets fit the model's outputs; raise a clear error if not."""
         if self.score_fn is not None:
             return
+        outputs = class_scores(outputs)
         shape = tuple(getattr(outputs, "shape", ()))
-        if len(shape) != 2:
+        dense = len(shape) >= 3 and (self.indices is not None or self.weights is not None)
+        if len(shape) != 2 and not dense:
+            what = "None and TopK" if len(shape) >= 3 else "class targets"
             raise ValueError(
-                "class targets need a model output of shape (N, n_classes), got "
-                f"{type(outputs).__name__} of shape {shape}; pass a callable target "
+                f"{what} need a model output of shape (N, n_classes), got "
+                f"{type(outputs).__name__} of shape {shape}; pass a class index, "
+                "SegmentationTarget or DetectionTarget (gradcampp.targets), or a callable target "
                 "outputs -> (N,) scores for other outputs"
             )
-        n_classes = shape[1]
+        n_classes = shape[default_class_axis(outputs)] if dense else shape[1]
         if self.indices is not None and self.indices.size and self.indices.max() >= n_classes:
             raise ValueError(
                 f"class index {int(self.indices.max())} is out of range for a model with "
@@ -141,6 +169,9 @@ class TargetPlan:
         if self.score_fn is not None:
             count = outputs.shape[0] - start if stop is None else stop - start
             return _callable_scores(self.score_fn, outputs, count)
+        outputs = class_scores(outputs)
+        if len(outputs.shape) >= 3:
+            return self._dense_scores(outputs, start, stop)
         xp = namespace(outputs)
         if self.weights is not None:
             weights = constant_like(self.weights[start:stop], outputs, xp)
@@ -151,6 +182,18 @@ class TargetPlan:
             order = xp.argsort(outputs, axis=1, descending=True, stable=True)
             chosen = order[:, : self.top_k]
         return xp.take_along_axis(outputs, chosen, axis=1)
+
+    def _dense_scores(self, outputs: Any, start: int, stop: int | None) -> Any:
+        """Scores ``(n, T)`` of class indices or weights on dense outputs ``(n, K, *S)``."""
+        xp = namespace(outputs)
+        n_classes = outputs.shape[default_class_axis(outputs)]
+        if self.weights is not None:
+            rows = [np.asarray(self.weights[start:stop], np.float32)]
+        else:
+            indices = np.asarray(self.indices[start:stop])  # type: ignore[index]
+            eye = np.eye(n_classes, dtype=np.float32)
+            rows = [eye[indices[:, t]] for t in range(indices.shape[1])]
+        return xp.stack([dense_class_scores(outputs, row) for row in rows], axis=1)
 
 
 def _callable_scores(score_fn: Callable[[Any], Any], outputs: Any, n: int) -> Any:

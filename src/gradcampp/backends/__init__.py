@@ -6,8 +6,18 @@ import sys
 from typing import Any
 
 
-def backend_for(model: Any, conv_layer: Any = None, output_layer: Any = None) -> Any:
+def backend_for(
+    model: Any,
+    conv_layer: Any = None,
+    output_layer: Any = None,
+    reshape_transform: Any = None,
+    keras_default: str = "probe",
+) -> Any:
     """The backend that serves ``model``: a ``torch.nn.Module`` or a Keras 3 ``keras.Model``.
+
+    ``reshape_transform`` (PyTorch only) maps the layer's output to ``(N, C, *S)``;
+    ``keras_default`` says how a Keras backend picks the layer when ``conv_layer`` is ``None``:
+    ``"probe"`` (the last layer with spatial extent) or ``"xplique"`` (xplique's choice).
 
     Frameworks are looked up among the modules already imported: a model of a framework that was
     never imported cannot exist, so neither PyTorch nor TensorFlow is imported to find out.
@@ -19,10 +29,15 @@ def backend_for(model: Any, conv_layer: Any = None, output_layer: Any = None) ->
     if torch is not None and isinstance(model, torch.nn.Module):
         from gradcampp.backends.torch_backend import TorchBackend
 
-        return TorchBackend(model, conv_layer, output_layer)
+        return TorchBackend(model, conv_layer, output_layer, reshape_transform)
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, keras.Model):
         from gradcampp.backends.keras_backend import KerasBackend
 
-        return KerasBackend(model, conv_layer, output_layer)
+        if reshape_transform is not None:
+            raise TypeError(
+                "reshape_transform applies to PyTorch models; Keras layers are read "
+                "channels-last (N, *spatial, channels)"
+            )
+        return KerasBackend(model, conv_layer, output_layer, default=keras_default)
     raise TypeError(f"model must be a torch.nn.Module or a keras.Model, got {type(model).__name__}")

@@ -125,6 +125,9 @@ class KerasBackend:
             layer itself.
         output_layer: ``None`` (scores read from the model's output) or a layer (same forms)
             whose output is used instead, e.g. the logits before a softmax.
+        default: how the layer is chosen when ``conv_layer`` is ``None``: ``"probe"`` (above)
+            or ``"xplique"``: the last layer of ``model.layers`` with a ``filters`` attribute,
+            as xplique 2.0.2 chooses.
 
     Warns:
         UserWarning: once, when the scores are read after a softmax (gradients of probabilities
@@ -137,7 +140,11 @@ class KerasBackend:
     """
 
     def __init__(
-        self, model: keras.Model, conv_layer: LayerRef = None, output_layer: LayerRef = None
+        self,
+        model: keras.Model,
+        conv_layer: LayerRef = None,
+        output_layer: LayerRef = None,
+        default: str = "probe",
     ):
         if keras.backend.backend() != "tensorflow":
             raise TypeError(
@@ -147,7 +154,10 @@ class KerasBackend:
         self.model = model
         self._layers = _all_layers(model)
         self._layer = self._resolve_layer(conv_layer, "conv_layer")
+        if self._layer is None and default == "xplique":
+            self._layer = self._xplique_default()
         self._output_layer = self._resolve_layer(output_layer, "output_layer")
+        self.last_layer: keras.layers.Layer | None = self._layer
         if _softmax_at(model if self._output_layer is None else self._output_layer):
             warnings.warn(
                 "the explained scores are read after a softmax, so their gradients mix in every "
@@ -185,6 +195,29 @@ class KerasBackend:
             f"{what} must be None, a layer name (str), an index into model.layers (int) or a "
             f"keras layer, got {type(layer).__name__}"
         )
+
+    def _xplique_default(self) -> keras.layers.Layer:
+        """xplique 2.0.2's default: the last layer of ``model.layers`` with ``filters``."""
+        for layer in reversed(self.model.layers):
+            if hasattr(layer, "filters"):
+                return self._check_format(layer, "conv_layer")
+        raise ValueError(
+            "variant='xplique' takes xplique's default layer, the last layer of model.layers "
+            "with a `filters` attribute (a convolution), and this model has none; pass "
+            "conv_layer"
+        )
+
+    def resolved_layer(self) -> keras.layers.Layer | None:
+        """The explained layer: the given one, else the default for the declared input shape.
+
+        ``None`` when the model declares no complete input shape and nothing was explained yet.
+        """
+        if self.last_layer is not None:
+            return self.last_layer
+        shape = self._input_shape()
+        if shape is None or any(size is None for size in shape[1:]):
+            return None
+        return self._layer_for(tf.zeros((1, *shape[1:]), self._input_dtype()))
 
     @staticmethod
     def _check_format(layer: keras.layers.Layer, what: str) -> keras.layers.Layer:
@@ -273,6 +306,7 @@ class KerasBackend:
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._probed:
             self._probed[key] = self._probe(x[:1])
+        self.last_layer = self._probed[key]
         return self._probed[key]
 
     def _probe(self, x: tf.Tensor) -> keras.layers.Layer:

@@ -6,6 +6,11 @@ only the layers after it record a graph. The gradients are taken through that he
 the layer's output only (no parameter gradient is computed and no ``.grad`` is written), for all
 targets in one vectorised backward pass where the head allows it (``score_gradients``).
 
+The default layer is a feature map of the input or an error (see ``_probe``): channels-first maps,
+channels-last maps and transformer tokens on the patch grid are recognised by their shapes
+(``gradcampp.backends.layout``) and laid out as ``(N, C, *S)`` before anything else sees them; a
+``reshape_transform`` given by the user replaces that reading.
+
 The model is left exactly as found: the hook is removed, and the ``training`` flag of every
 module is restored (the pass itself runs in eval mode), also when something raises. The forward
 pass holds ``model_lock(model)`` and its hooks act in the calling thread only, so explanations in
@@ -19,14 +24,19 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from gradcampp.backends.base import Batch, describe, unknown_layer
+from gradcampp.backends.layout import Layout, Reading, read_layout, suggested_transform
 from gradcampp.concurrency import model_lock
-from gradcampp.targets import TargetPlan
+from gradcampp.targets import TargetPlan, class_scores
+
+#: A user's ``reshape_transform``: the layer's output -> ``(N, C, *S)``.
+ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @contextmanager
@@ -47,8 +57,59 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = flag
 
 
-def _has_spatial_extent(shape: tuple[int, ...], rank: int) -> bool:
-    return len(shape) == rank and math.prod(shape[2:]) > 1
+def _resized_input(output: Any, x: torch.Tensor) -> tuple[int, ...] | None:
+    """The spatial shape of a resized copy of the input a module returns, if it returns one.
+
+    torchvision's detection models resize and pad their inputs in a ``transform`` module that
+    returns ``(ImageList, targets)``; the feature maps after it are maps of that image.
+    """
+    images = output[0] if isinstance(output, tuple | list) and output else output
+    tensors = getattr(images, "tensors", None)
+    if isinstance(tensors, torch.Tensor) and tensors.ndim == x.ndim:
+        return tuple(tensors.shape[2:])
+    return None
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    return "Norm" in type(module).__name__
+
+
+@dataclass
+class _Seen:
+    """One module call of the probing pass: what the probe needs to know, no tensor."""
+
+    module: torch.nn.Module
+    shape: tuple[int, ...] | None
+    has_parameters: bool
+    references: tuple[tuple[int, ...], ...]  # input sizes its output may be a map of
+    reading: Reading | None = None
+
+
+def _kind(event: _Seen) -> str | None:
+    """The layout kind of a probed output, ``None`` when it is not a feature map."""
+    if event.reading is None or event.reading.layout is None:
+        return None
+    return event.reading.layout.kind
+
+
+def _probe_score(outputs: Any) -> torch.Tensor | None:
+    """A score that depends on every input of the model's prediction, or ``None``."""
+    scores = class_scores(outputs)
+    if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
+        return None
+    if scores.ndim == 2:
+        return scores.max(dim=1).values.sum()
+    return scores.sum()
+
+
+def _lay_out(tensor: torch.Tensor, layout: Layout, lead: int) -> torch.Tensor:
+    """``tensor`` ``(*lead, ...)`` in ``layout``, as ``(*lead, C, *grid)``."""
+    if layout.kind == "channels_first":
+        return tensor
+    if layout.kind == "tokens":
+        tensor = tensor.narrow(lead, layout.prefix, tensor.shape[lead] - layout.prefix)
+        tensor = tensor.reshape(*tensor.shape[:lead], *layout.grid, tensor.shape[-1])
+    return tensor.movedim(-1, lead)
 
 
 class TorchBackend:
@@ -60,6 +121,9 @@ class TorchBackend:
             one forward pass), a name from ``model.named_modules()``, or a submodule.
         output_layer: ``None`` (scores are read from the model's output) or a submodule (name or
             module) whose output is used instead, e.g. the logits before a final softmax.
+        reshape_transform: ``None`` (the layer's output is read as channels-first, channels-last
+            or tokens on the patch grid, whichever alone fits the input) or a callable from the
+            layer's output to ``(N, C, *S)``, applied to activations and gradients alike.
     """
 
     def __init__(
@@ -67,12 +131,21 @@ class TorchBackend:
         model: torch.nn.Module,
         conv_layer: str | torch.nn.Module | None = None,
         output_layer: str | torch.nn.Module | None = None,
+        reshape_transform: ReshapeTransform | None = None,
     ):
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(
+                "reshape_transform must be None or a callable from the layer's output to "
+                f"(N, C, *spatial), got {type(reshape_transform).__name__}"
+            )
         self.model = model
+        self.reshape_transform = reshape_transform
         self._names = {module: name for name, module in model.named_modules()}
         self._layer = self._resolve_layer(conv_layer, "conv_layer")
         self._output_layer = self._resolve_layer(output_layer, "output_layer")
         self._probed: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._references: dict[tuple[int, ...], tuple[tuple[int, ...], ...]] = {}
+        self.last_layer: torch.nn.Module | None = self._layer
 
     def _resolve_layer(
         self, layer: str | torch.nn.Module | None, what: str
@@ -92,6 +165,10 @@ class TorchBackend:
             f"{what} must be None, a module name (str) or a torch.nn.Module, "
             f"got {type(layer).__name__}"
         )
+
+    def resolved_layer(self) -> torch.nn.Module | None:
+        """The explained layer: the given one, else the default of the latest call (or ``None``)."""
+        return self.last_layer
 
     def layer_name(self, x: torch.Tensor) -> str:
         """Name (in ``model.named_modules()``) of the layer explained for inputs like ``x``."""
@@ -144,18 +221,25 @@ class TorchBackend:
         key = tuple(x.shape[1:])
         if key not in self._probed:
             self._probed[key] = self._probe(x[:1])
+        self.last_layer = self._probed[key]
         return self._probed[key]
 
-    def _probe(self, x: torch.Tensor) -> torch.nn.Module:
-        """The last module to finish whose output is ``(1, C, *S)`` with spatial extent."""
-        finished: list[torch.nn.Module] = []
+    def _observe(self, x: torch.Tensor) -> tuple[list[_Seen], Any]:
+        """One pass over ``x`` that notes each module call's output shape; no tensor is kept."""
+        seen: list[_Seen] = []
+        references: list[tuple[int, ...]] = [tuple(x.shape[2:])]
+
         owner = threading.get_ident()
 
         def record(module: torch.nn.Module, args: Any, output: Any) -> None:
             if threading.get_ident() != owner:
-                return
-            if isinstance(output, torch.Tensor) and _has_spatial_extent(output.shape, x.ndim):
-                finished.append(module)
+                return  # another thread's pass: leave it alone
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            own = next(module.parameters(recurse=False), None) is not None
+            seen.append(_Seen(module, shape, own, tuple(references)))
+            resized = _resized_input(output, x)
+            if resized is not None and resized not in references:
+                references.append(resized)
 
         with model_lock(self.model):
             handles = [
@@ -165,16 +249,133 @@ class TorchBackend:
             ]
             try:
                 with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
-                    self.model(x)
+                    outputs = self.model(x)
             finally:
                 for handle in handles:
                     handle.remove()
-        if not finished:
-            raise ValueError(
-                "no module of the model outputs a (N, C, *spatial) tensor with spatial extent "
-                f"for inputs of shape {tuple(x.shape[1:])} per sample; pass conv_layer"
-            )
-        return finished[-1]
+        self._references[tuple(x.shape[1:])] = tuple(references)
+        return seen, outputs
+
+    def _probe(self, x: torch.Tensor) -> torch.nn.Module:
+        """The default layer for inputs like ``x`` ``(1, C, *S)``: a feature map of the input.
+
+        One pass notes every module's output. Candidates are the outputs that lie on a grid of
+        the input (``layout.read_layout``: spatial shape = the input's divided by one stride, as
+        channels-first, channels-last or tokens after a few prefix tokens) and that finish before
+        the model's output layer (the last module with parameters of its own: the classifier or
+        the layer that computes dense logits; nothing after it). On models whose output is not
+        ``(N, n_classes)`` and that have a ``backbone`` (torchvision detection and segmentation),
+        only the backbone's maps (of ``backbone.body`` where there is one) count: the default is
+        the backbone's last feature map. The last candidate wins; when it is tokens
+        (transformers), a second pass with gradients finds the last token layer whose patch
+        tokens the predicted score depends on (preferring a normalisation layer: the first norm
+        of the last block), since the tokens after the last attention reach the class token only.
+
+        Raises:
+            ValueError: naming the candidate layers, when no output qualifies.
+        """
+        seen, outputs = self._observe(x)
+        with_parameters = [i for i, event in enumerate(seen) if event.has_parameters]
+        head = with_parameters[-1] if with_parameters else len(seen)
+        pool = seen[:head]
+        scores = class_scores(outputs)
+        is_classifier = isinstance(scores, torch.Tensor) and scores.ndim == 2
+        backbone = dict(self.model.named_children()).get("backbone")
+        if not is_classifier and isinstance(backbone, torch.nn.Module):
+            prefix = "backbone.body." if hasattr(backbone, "body") else "backbone."
+            pool = [event for event in pool if self._names[event.module].startswith(prefix)]
+        for event in pool:
+            if event.shape is not None and event.shape[0] == x.shape[0]:
+                event.reading = self._read(event.shape, event.references)
+        kinds = [_kind(event) for event in pool]
+        maps = [i for i, kind in enumerate(kinds) if kind in ("channels_first", "channels_last")]
+        after = maps[-1] + 1 if maps else 0
+        tokens = [pool[i] for i in range(after, len(pool)) if kinds[i] == "tokens"]
+        if tokens:
+            chosen = self._token_layer(x, tokens)
+            if chosen is not None:
+                return chosen
+        if maps:
+            return pool[maps[-1]].module
+        raise ValueError(self._no_feature_map(x, seen, head))
+
+    def _read(self, shape: tuple[int, ...], references: tuple[tuple[int, ...], ...]) -> Reading:
+        """The reading of ``shape`` against the input size or a resized copy of the input."""
+        first = read_layout(shape, references[0])
+        if first.layout is not None or first.ambiguous:
+            return first
+        for spatial in references[1:]:
+            reading = read_layout(shape, spatial)
+            if reading.layout is not None and reading.layout.kind != "tokens":
+                return reading
+        return first
+
+    def _token_layer(self, x: torch.Tensor, tokens: list[_Seen]) -> torch.nn.Module | None:
+        """The last token layer whose patch tokens the predicted score depends on.
+
+        A normalisation layer is preferred among them; ``None`` when no score can be formed or
+        none depends on its patch tokens.
+        """
+        modules = list(dict.fromkeys(event.module for event in tokens))
+        kept: dict[torch.nn.Module, torch.Tensor] = {}
+
+        owner = threading.get_ident()
+
+        def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() == owner:
+                kept[module] = output
+
+        with model_lock(self.model):
+            handles = [module.register_forward_hook(keep) for module in modules]
+            try:
+                with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
+                    outputs = self.model(x.clone().requires_grad_(True))
+            finally:
+                for handle in handles:
+                    handle.remove()
+        with torch.inference_mode(False), torch.enable_grad():
+            score = _probe_score(outputs)
+            wanted = [m for m in modules if m in kept and kept[m].requires_grad]
+            if score is None or not score.requires_grad or not wanted:
+                return tokens[-1].module
+            grads = torch.autograd.grad(score, [kept[m] for m in wanted], allow_unused=True)
+        prefix = {event.module: event.reading.layout.prefix for event in tokens}  # type: ignore[union-attr]
+        depends = [
+            module
+            for module, grad in zip(wanted, grads, strict=True)
+            if grad is not None and bool(grad[:, prefix[module] :].ne(0).any())
+        ]
+        if not depends:
+            return None
+        norms = [module for module in depends if _is_norm(module)]
+        return (norms or depends)[-1]
+
+    def _no_feature_map(self, x: torch.Tensor, seen: list[_Seen], head: int) -> str:
+        spatial = tuple(x.shape[2:])
+        head_name = self._names[seen[head].module] if head < len(seen) else None
+        listed = []
+        for event in seen[:head]:
+            if event.shape is None or len(event.shape) < 3:
+                continue
+            name = self._names[event.module]
+            note = ""
+            if event.reading is not None and event.reading.ambiguous:
+                note = (
+                    " (ambiguous: "
+                    + "; ".join(layout.describe() for layout in event.reading.alternatives)
+                    + ")"
+                )
+            listed.append(f"{name!r} {event.shape}{note}")
+        message = (
+            "no module of the model outputs a feature map of the input (spatial shape = the "
+            f"input's {spatial} divided by one stride, channels-first, channels-last or as tokens "
+            f"on such a grid) for inputs of shape {tuple(x.shape[1:])} per sample"
+        )
+        if head_name is not None:
+            message += f", before its output layer {head_name!r}"
+        if listed:
+            message += "; candidate layers: " + ", ".join(dict.fromkeys(listed[-8:]))
+        return message + "; pass conv_layer, with a reshape_transform for another layout"
 
     def capture(
         self, x: torch.Tensor, plan: TargetPlan, start: int, stop: int
@@ -227,19 +428,74 @@ class TorchBackend:
             with torch.enable_grad():
                 scores = plan.scores(outputs, start, stop)
                 grads = self._gradients(scores, acts)
-        return acts.detach().float(), grads
+        return self._laid_out(acts.detach().float(), grads, x)
 
     def _check_captured(self, captured: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         name = self._names[self._layer_for(x)]
         if not captured:
             raise ValueError(f"the forward pass never reached layer {name!r}")
         acts = captured[-1]
-        if not _has_spatial_extent(tuple(acts.shape), x.ndim) or acts.shape[0] != x.shape[0]:
+        if acts.ndim < 3 or acts.shape[0] != x.shape[0] or math.prod(acts.shape[2:]) <= 1:
             raise ValueError(
                 f"layer {name!r} outputs shape {tuple(acts.shape)}, which is not (N, C, *spatial) "
                 f"with spatial extent for inputs of shape {tuple(x.shape)}; choose an earlier layer"
             )
+        if self.reshape_transform is None:
+            self._layout(tuple(acts.shape), x)  # a clear error before the backward pass
         return acts
+
+    def _layout(self, shape: tuple[int, ...], x: torch.Tensor) -> Layout:
+        """How the explained layer's output of ``shape`` lies on the grid of inputs like ``x``."""
+        spatial = tuple(x.shape[2:])
+        key = tuple(x.shape[1:])
+        reading = read_layout(shape, spatial)
+        if reading.layout is None and not reading.ambiguous:
+            if key not in self._references:  # a model that resizes its inputs (detection)
+                self._observe(x[:1])
+            reading = self._read(shape, self._references[key])
+        if reading.layout is not None:
+            return reading.layout
+        name = self._names[self._layer_for(x)]
+        if reading.ambiguous:
+            options = "; ".join(layout.describe() for layout in reading.alternatives)
+            raise ValueError(
+                f"layer {name!r} outputs shape {shape}, which fits inputs of spatial shape "
+                f"{spatial} in several ways ({options}); pass the one you mean as "
+                f"reshape_transform, e.g. "
+                f"{suggested_transform(shape, reading.alternatives[0])}"
+            )
+        raise ValueError(
+            f"layer {name!r} outputs shape {shape}, which is not a feature map of inputs of "
+            f"spatial shape {spatial}: neither (N, C, *S') nor (N, *S', C) nor tokens (N, L, D) "
+            "with S' = the input's spatial shape divided by one stride; pass reshape_transform="
+            "<a callable from the layer's output to (N, C, *S')>, or choose another layer"
+        )
+
+    def _laid_out(
+        self, acts: torch.Tensor, grads: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations ``(n, *raw)`` and gradients ``(n, T, *raw)`` as ``(n, [T,] C, *S)``."""
+        if self.reshape_transform is None:
+            layout = self._layout(tuple(acts.shape), x)
+            return _lay_out(acts, layout, 1), _lay_out(grads, layout, 2)
+        transform = self.reshape_transform
+        maps = transform(acts)
+        per_target = [transform(grads[:, t]) for t in range(grads.shape[1])]
+        name = self._names[self._layer_for(x)]
+        for value in (maps, *per_target):
+            if (
+                not isinstance(value, torch.Tensor)
+                or value.ndim != x.ndim
+                or value.shape[0] != x.shape[0]
+                or math.prod(value.shape[2:]) <= 1
+                or value.shape != maps.shape
+            ):
+                raise ValueError(
+                    f"reshape_transform must return (N, C, *spatial) tensors with {x.ndim - 2} "
+                    f"spatial axes and spatial extent for the output {tuple(acts.shape)} of layer "
+                    f"{name!r}, got {describe(value)}"
+                )
+        return maps.float(), torch.stack(per_target, dim=1).float()
 
     def _gradients(self, scores: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         return score_gradients(scores, acts)
