@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("PIL")
 pytest.importorskip("matplotlib")
 
+from cli_helpers import MODEL_MODULE  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gradcampp.cli import (  # noqa: E402
@@ -26,29 +27,6 @@ from gradcampp.cli import (  # noqa: E402
     EXIT_USAGE,
     main,
 )
-
-TINY_MODULE = """
-import torch
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def make():
-    torch.manual_seed(0)
-    return TinyNet()
-"""
 
 
 def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
@@ -69,7 +47,7 @@ def tiny_spec(tmp_path, monkeypatch):
     """``cli_tinynet:make``, a 5-class CNN importable from a module in ``tmp_path``."""
     module_dir = tmp_path / "models"
     module_dir.mkdir()
-    (module_dir / "cli_tinynet.py").write_text(textwrap.dedent(TINY_MODULE))
+    (module_dir / "cli_tinynet.py").write_text(textwrap.dedent(MODEL_MODULE))
     monkeypatch.syspath_prepend(str(module_dir))
     sys.modules.pop("cli_tinynet", None)
     return "cli_tinynet:make"

@@ -97,7 +97,7 @@ class SegmentationTarget:
     Outputs may be a tensor, a dict with ``"out"`` (torchvision) or a ``ModelOutput``
     (``.logits``, Hugging Face).
 
-    Example:
+    Examples:
         >>> maps = GradCAMPP(deeplab).explain(images, SegmentationTarget(15))  # doctest: +SKIP
     """
 
@@ -211,7 +211,7 @@ class DetectionTarget:
     dict of batched tensors (``"classes"`` and ``"confidence"`` also accepted, boxes as
     ``(x1, y1, x2, y2)``), in PyTorch or TensorFlow.
 
-    Example:
+    Examples:
         >>> target = DetectionTarget(1, [10, 20, 80, 90])
         >>> maps = GradCAMPP(detector).explain(image, target)  # doctest: +SKIP
     """
