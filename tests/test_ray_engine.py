@@ -124,12 +124,15 @@ def csv_rows(out: Path) -> list[tuple[str, ...]]:
     )
 
 
-def assert_same_outputs(out: Path, reference: Path) -> None:
-    """File for file: the same names, maps to 1e-6, the same predictions and report."""
+def assert_same_outputs(out: Path, reference: Path, relative: float | None = None) -> None:
+    """File for file: the same names, maps to 1e-6 (or to ``relative`` times each map's largest
+    value), the same predictions and report."""
     names = sorted(p.name for p in reference.iterdir() if p.is_file())
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == names
     for npy in reference.glob("*.npy"):
-        np.testing.assert_allclose(np.load(out / npy.name), np.load(npy), atol=1e-6, rtol=0)
+        expected = np.load(npy)
+        atol = 1e-6 if relative is None else relative * float(np.abs(expected).max())
+        np.testing.assert_allclose(np.load(out / npy.name), expected, atol=atol, rtol=0)
     assert csv_rows(out) == csv_rows(reference)
     assert (out / "index.html").read_text() == (reference / "index.html").read_text()
 
@@ -168,7 +171,10 @@ def test_resume_after_the_driver_is_killed(cluster, shapes, reference):
     assert len(result.records) == N_IMAGES and not result.skipped
     assert {name: (out / name).stat().st_mtime_ns for name in done} == done  # not redone
     assert not list(out.glob(".tmp-*"))
-    assert_same_outputs(out, reference)
+    # The resumed run puts the missing images in other batches than the reference run did, and
+    # float32 convolutions round differently for other batch sizes (seen: 7.4e-6 of a map's
+    # largest value), so maps are compared to 2e-5 of their largest value here.
+    assert_same_outputs(out, reference, relative=2e-5)
 
 
 def test_a_dying_worker_is_replaced_and_nothing_is_written_twice(
