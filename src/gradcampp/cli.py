@@ -285,7 +285,9 @@ ENGINE_HELP = """engines:
   local                    this process (default)
   ray                      a Ray cluster (pip install "gradcampp[ray]"): one model per worker,
                            images streamed through Ray Data; without --address a local Ray is
-                           started for the run with --workers CPUs. The same files as local."""
+                           started for the run with --workers CPUs (RAY_ADDRESS, when set, is
+                           joined instead). The request is checked against the cluster before
+                           anything starts. The same files as local."""
 
 
 def _add_engine_options(explain: argparse.ArgumentParser) -> None:
