@@ -315,8 +315,10 @@ def test_images_that_kill_their_worker_every_time_are_reported_and_the_rest_writ
     finally:
         sys.path.remove(str(models))
     took = time.monotonic() - start
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert code == 1, err  # EXIT_SKIPPED: the two images reported, the others written
+    assert printed.out == ""  # -q, and none of Ray's messages about the dying workers
     died = "the worker process explaining it died, 2 times with it alone"
     assert sorted(line.split(": the")[0] for line in err.splitlines()) == [
         f"gradcampp: skipped {with_deadly / 'img-dies-writing.png'}",

@@ -332,6 +332,23 @@ def _quiet_ray_data(ray: Any) -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextmanager
+def _no_raylet_messages() -> Iterator[None]:
+    """The driver prints the raylet's messages (a worker died, its task is retried) on stdout,
+    through the switch that Ray's own debugger turns off while it runs: off here, for a run that
+    reports such failures itself (put around ``connect``, so that messages arriving while Ray
+    shuts down are not printed either)."""
+    worker = getattr(getattr(import_ray(), "_private", None), "worker", None)
+    printing = getattr(worker, "_worker_logs_enabled", None)
+    if printing is not None:
+        worker._worker_logs_enabled = False  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if printing is not None:
+            worker._worker_logs_enabled = printing  # type: ignore[union-attr]
+
+
 def plan_workers(
     resources: Mapping[str, float],
     workers: int | None,
@@ -483,7 +500,7 @@ def run_ray(
         local_cpus = None
         if address is None and workers is not None:  # a local Ray: at most this machine's cores
             local_cpus = min(math.ceil(workers * cpus_per_worker), _cores())
-        with connect(address, local_cpus) as ray, _quiet_ray_data(ray):
+        with _no_raylet_messages(), connect(address, local_cpus) as ray, _quiet_ray_data(ray):
             workers, note = plan_workers(
                 ray.cluster_resources(), workers, cpus_per_worker, gpus_per_worker
             )
@@ -525,9 +542,9 @@ def run_ray(
                 _run_pass(ray, groups, workers, remote, constructor, GROUP_RETRIES, take)
                 # a group whose worker process died 1 + GROUP_RETRIES times: its images alone
                 left = [i for i in plan.todo if i not in seen]
-                if left:
+                if left:  # one task per actor at a time: a death then costs no other image a try
                     alone = _groups(plan, left, 1, first=len(groups))
-                    _run_pass(ray, alone, workers, remote, constructor, IMAGE_RETRIES, take)
+                    _run_pass(ray, alone, workers, remote, constructor, IMAGE_RETRIES, take, 1)
                 for i in plan.todo:
                     if i not in seen:
                         reason = (
@@ -575,6 +592,7 @@ def _run_pass(
     constructor: dict[str, Any],
     retries: int,
     take: Any,
+    in_flight: int | None = None,
 ) -> None:
     """Run ``groups`` through a pool of ``min(workers, len(groups))`` ``FileWorker`` actors and
     hand each output row to ``take``.
@@ -582,7 +600,8 @@ def _run_pass(
     An actor whose process dies is restarted (``max_restarts=-1``: it only reloads the model)
     and its task is tried again, at most ``retries`` times; a task that still fails gives no
     rows (``max_errored_blocks=-1``, set by ``_quiet_ray_data``), and the caller sees which
-    images did not come back.
+    images did not come back. ``in_flight``: the tasks an actor holds at a time (None: Ray
+    Data's default); every task an actor holds fails when its process dies.
     """
     dataset = ray.data.from_items(groups, override_num_blocks=len(groups))
     with warnings.catch_warnings():
@@ -593,7 +612,9 @@ def _run_pass(
             FileWorker,
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(groups))),
+            compute=ray.data.ActorPoolStrategy(
+                size=min(workers, len(groups)), max_tasks_in_flight_per_actor=in_flight
+            ),
             fn_constructor_kwargs=constructor,
             max_restarts=-1,
             max_task_retries=retries,
