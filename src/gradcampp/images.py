@@ -1,6 +1,7 @@
 """Image files: finding them, reading them, preparing them for a model, writing PNGs.
 
-Reading and writing need Pillow (``pip install "gradcampp[cli]"``), imported when first used.
+Reading and writing need Pillow (``pip install ".[cli]"`` in a gradcampp checkout), imported
+when first used.
 
 Preprocessing turns a ``uint8`` RGB image into what a model takes, in two steps:
 
@@ -53,7 +54,7 @@ def _pil() -> object:
         from PIL import Image
     except ImportError as error:  # pragma: no cover - exercised only without Pillow
         raise ImportError(
-            'reading and writing images needs Pillow: pip install "gradcampp[cli]"'
+            'reading and writing images needs Pillow: pip install ".[cli]" in a gradcampp checkout'
         ) from error
     return Image
 

@@ -295,6 +295,8 @@ def explain_views_isolated(
     if len(errors) == len(failures) and all(_raised_by_gradcampp(e) for e in errors):
         message = str(errors[0]).replace("conv_layer", "--layer (or a larger --size)", 1)
         raise ModelSpecError(message) from errors[0]
+    if len(errors) == len(failures):
+        _check_input_size(loaded, views[0], errors[0])
     return [
         (
             f"the model failed on it ({_first_line(item)})"
@@ -305,6 +307,24 @@ def explain_views_isolated(
         else item
         for item in failures
     ]
+
+
+def _check_input_size(loaded: LoadedModel, view: np.ndarray, error: BaseException) -> None:
+    """Raise ModelSpecError when the model fails on a blank input of ``view``'s size with the
+    same ``error`` it gave on every image: then the size, not the images, is what it cannot take
+    (e.g. ``--size 1`` on a network whose pooling layers need more pixels)."""
+    try:
+        loaded.predict(loaded.preprocess.input(np.zeros_like(view))[None])
+    except ModelSpecError:
+        raise
+    except Exception as blank:
+        if _first_line(blank) == _first_line(error):
+            height, width = view.shape[:2]
+            raise ModelSpecError(
+                f"the model fails on every input of {height}x{width} pixels, whatever it shows "
+                f"({_first_line(error)}); the size comes from --size or the model's "
+                "preprocessing: give a size the model takes (a larger --size)"
+            ) from error
 
 
 def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] | None) -> dict:

@@ -81,7 +81,9 @@ def _template() -> object:
     try:
         import jinja2
     except ImportError as error:  # pragma: no cover - jinja2 comes with the cli extra
-        raise ImportError('the HTML report needs Jinja2: pip install "gradcampp[cli]"') from error
+        raise ImportError(
+            'the HTML report needs Jinja2: pip install ".[cli]" in a gradcampp checkout'
+        ) from error
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("gradcampp", "templates"),
         autoescape=True,

@@ -1,8 +1,9 @@
 """Pictures of explanations: colour maps, overlays and grids.
 
 Only NumPy is needed to import this module. Colour maps come from matplotlib (imported when first
-used; install it with ``pip install "gradcampp[viz]"``). Every function accepts NumPy arrays,
-PyTorch tensors (any device) and TensorFlow tensors, images channels-first or channels-last.
+used; install it with ``pip install ".[viz]"`` in a gradcampp checkout). Every function accepts
+NumPy arrays, PyTorch tensors (any device) and TensorFlow tensors, images channels-first or
+channels-last.
 
 An overlay blends a colour-mapped heatmap onto an image:
 
@@ -124,7 +125,9 @@ def colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
     try:
         import matplotlib
     except ImportError as error:  # pragma: no cover - exercised only without matplotlib
-        raise ImportError('colour maps need matplotlib: pip install "gradcampp[viz]"') from error
+        raise ImportError(
+            'colour maps need matplotlib: pip install ".[viz]" in a gradcampp checkout'
+        ) from error
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError as error:

@@ -1,7 +1,10 @@
 """Localisation against ground truth: pointing game, energy, Loc(delta), instance recall.
 
-Every function takes maps ``(N, *S)`` and ground-truth regions: bool masks ``(N, *S)``, or per
-image ``(k_i, *S)`` masks of its ``k_i`` instances (``boxes_to_masks`` turns boxes into masks).
+Every function takes maps ``(N, *S)`` with at least two spatial axes (images ``(N, H, W)``,
+volumes ``(N, D, H, W)``; one map needs its batch axis: ``maps[None]``, as a 2-D array would
+otherwise be read as ``H`` one-dimensional maps) and ground-truth regions: bool masks
+``(N, *S)``, or per image ``(k_i, *S)`` masks of its ``k_i`` instances (``boxes_to_masks`` turns
+boxes into masks).
 Where a metric needs one region per image it uses the union of the instances. Maps are min-max
 normalised per image first (``E``, values in ``[0, 1]``; a constant map becomes all zeros), so
 every score is invariant to a positive scale and offset of the map. Each function returns one
@@ -25,6 +28,11 @@ from gradcampp.metrics._arrays import (
 
 def _inputs(maps: Any, regions: Any) -> tuple[np.ndarray, list[np.ndarray]]:
     maps = as_maps(maps)
+    if maps.ndim < 3:
+        raise ValueError(
+            f"maps must have shape (N, H, W) (a batch of images; one map: maps[None]), got shape "
+            f"{maps.shape}: a 2-D array would be read as {maps.shape[0]} one-dimensional maps"
+        )
     regions = as_regions(regions, maps.shape[0], maps.shape[1:])
     for index, region in enumerate(regions):
         if not region.any():
@@ -49,7 +57,7 @@ def pointing_game(maps: Any, regions: Any, *, tolerance: float = 0.0) -> np.ndar
     constant map points nowhere and never hits. Zhang et al. use 15 pixels at 224 x 224.
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: ground truth, see the module docstring (instances are united).
         tolerance: distance in pixels, >= 0.
 
@@ -80,7 +88,7 @@ def energy_pointing_game(maps: Any, regions: Any) -> np.ndarray:
     that falls inside the ground truth (0 for a constant map).
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: ground truth (instances are united).
 
     Returns:
@@ -112,7 +120,7 @@ def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = False) 
     whole box.
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: ground truth (instances are united), usually boxes.
         delta: threshold in ``[0, 1]``.
         binarize: see above.
@@ -143,7 +151,7 @@ def instance_recall(maps: Any, regions: Any, *, min_share: float = 0.1) -> np.nd
     multi-instance images, paper section 4.3). A constant map covers nothing (recall 0).
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: per image, ``(k_i, *S)`` instance masks (or boxes turned into masks).
         min_share: the energy share an instance needs, in ``(0, 1]``.
 
