@@ -125,6 +125,14 @@ def test_a_batch_of_images_with_union_masks_and_a_constant_map():
             r"regions: instance 1 of image 0 is an empty mask",
         ),
         (lambda: boxes_to_masks([[[2, 0, 1, 1]]], (4, 4)), ValueError, "x1 >= x0"),
+        # one map without its batch axis: (H, W) would be read as H one-dimensional maps
+        (lambda: pointing_game(MAP[0], BOX[0][0]), ValueError, r"\(N, H, W\).*maps\[None\]"),
+        (lambda: energy_pointing_game(MAP[0], BOX[0][0]), ValueError, r"maps\[None\]"),
+        (lambda: loc_delta(MAP[0], BOX[0][0], 0.5), ValueError, r"got shape \(4, 4\)"),
+        # an empty batch, and a box of three numbers
+        (lambda: pointing_game(MAP[:0], BOX[:0]), ValueError, "maps must hold at least one map"),
+        (lambda: boxes_to_masks([[0, 0, 2]], (4, 4)), ValueError, "boxes of image 0.*4 numbers"),
+        (lambda: boxes_to_masks([], (4, 4)), ValueError, "boxes must hold the boxes of at least"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(call, error, match):

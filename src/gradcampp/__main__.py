@@ -12,6 +12,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()) and not sys.flags.safe_path:
     del sys.path[0]
 
-from gradcampp.cli import main  # noqa: E402
+from gradcampp.cli import main
 
 sys.exit(main())

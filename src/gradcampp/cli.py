@@ -89,7 +89,7 @@ class OneLineParser(argparse.ArgumentParser):
     help to read instead of printing the whole usage block."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        print(f"gradcampp: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 

@@ -260,8 +260,12 @@ class Preprocess:
             if len(values) != 3:
                 raise ValueError(f"{name} needs 3 values (R, G, B), got {len(values)}")
             object.__setattr__(self, name, values)
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std values must be positive, got {self.std}")
+        tiny = float(np.finfo(np.float32).tiny)  # inputs are divided by std in float32
+        if any(not tiny <= s <= float(np.finfo(np.float32).max) for s in self.std):
+            raise ValueError(
+                f"std values must be positive and normal numbers in float32 (at least {tiny:.3g}; "
+                f"a smaller one is 0 there, and dividing by it gives Inf), got {self.std}"
+            )
 
     def view(self, image: np.ndarray) -> np.ndarray:
         """``uint8`` ``(H, W, 3)`` image -> the ``uint8`` view ``(*size, 3)`` the model sees.

@@ -166,6 +166,7 @@ def _trusted_rows(
     found: list[dict[str, Any] | None] = [None] * len(names)
     for part in part_files(out_dir):
         shown = f"{DATASET}/{part.name}"
+        problem: str | None
         try:
             records = read_part_records(part, settings)
         except Exception as error:  # pyarrow raises many kinds on a damaged file

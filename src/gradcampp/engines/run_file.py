@@ -162,7 +162,7 @@ def _class_rows(rows: Any, what: str, classes: Sequence[str] | None) -> str | No
         if not isinstance(row, dict):
             return f"{what} holds a {type(row).__name__}, not an object"
         index, name = row.get("class_index"), row.get("class_name")
-        if not _is_int(index) or index < 0:
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             return f"{what}: class_index {index!r} is not a class index"
         if name != _class_name(classes, index):
             return f"{what}: class_name {name!r} is not that of class {index}"
@@ -198,7 +198,10 @@ def npy_problem(path: Path, spatial: Sequence[int], maps: int | None) -> str | N
             return f"{path.name} is not a regular file"
         with open(path, "rb") as file:
             version = np.lib.format.read_magic(file)
-            shape, _, dtype = np.lib.format._read_array_header(file, version)  # type: ignore[attr-defined]
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(file)
             offset = file.tell()
     except (OSError, ValueError) as error:
         return f"{path.name} is not a .npy file ({error})"
