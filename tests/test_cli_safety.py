@@ -470,3 +470,27 @@ def test_parquet_resume_without_a_run_file_explains_each_image_once(tmp_path, ca
     assert code == EXIT_OK, err
     names = [row["name"] for row in read_dataset(out, columns=["name"]).to_pylist()]
     assert sorted(names) == ["a", "b", "c", "d", "e", "f"]  # not twice
+
+
+def test_demo_leaves_a_folder_of_the_users_named_inputs_alone(tmp_path, capsys):
+    out = tmp_path / "demo"
+    images(out / "inputs", ["single-00.png"])  # the user's, named as a demo image would be
+    before = tree(tmp_path)
+    code, err = run(capsys, "demo", "--count", "1", "-q", "--out", out)
+    assert code == EXIT_USAGE
+    one_error(err, "inputs is a folder gradcampp did not make", "choose another --out")
+    assert tree(tmp_path) == before
+
+
+def test_docs_list_every_exit_status_of_the_command():
+    import re
+
+    from gradcampp.cli import EXIT_CODES
+
+    root = Path(__file__).resolve().parents[1]
+    codes = re.findall(r"^  (\d+)  ", EXIT_CODES, re.MULTILINE)
+    table = (root / "docs" / "cli.md").read_text(encoding="utf-8").split("### Exit status")[1]
+    assert re.findall(r"^\| (\d+) \|", table, re.MULTILINE) == codes
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    sentence = readme.split("one line on stderr and an exit status: ")[1].split(". ")[0]
+    assert re.findall(r"(\d+) \(", sentence) == codes

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from gradcampp.out_folder import OutputDirError, prepare_out_dir
+from gradcampp.out_folder import OutputDirError, claim_folder, prepare_out_dir
 
 EXIT_OK = 0
 EXIT_SKIPPED = 1
@@ -577,7 +577,8 @@ def run_demo(args: argparse.Namespace) -> int:
         loaded = load_model("demo-fc" if args.head == "fc" else "demo")
         from gradcampp.pipeline import explain_images
 
-        demo_images = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)
+        inputs = claim_folder(out_dir, "inputs", "the demo's images")
+        demo_images = write_demo_inputs(inputs, count=args.count, seed=args.seed)
         truth = {image.path: image for image in demo_images}
         result = explain_images(
             loaded,

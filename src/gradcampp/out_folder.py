@@ -13,9 +13,9 @@ These rules hold for every engine and format; ``docs/cli.md`` states them for us
    gradcampp's by their names.
 3. Files are written under a temporary name and renamed into place (``gradcampp._files``): a
    link that stands at a name of gradcampp's is replaced by the new file, never written through.
-4. Folders are never entered through a link: the Parquet dataset ``explanations.parquet`` must be
-   a real folder that an earlier run made (listed in the manifest) or absent; anything else stops
-   the run (``check_dataset_folder``).
+4. Folders are never entered through a link: a folder gradcampp writes into (the Parquet dataset
+   ``explanations.parquet``, the demo's ``inputs``) must be a real folder that an earlier run made
+   (listed in the manifest) or absent; anything else stops the run (``claim_folder``).
 5. A file of the folder is read only when it is a regular file of bounded size (``_files.
    read_regular``): a pipe or a device never blocks a run. A manifest that is a link is not
    trusted (it is read as empty and replaced). Which records ``--resume`` trusts is decided in
@@ -139,34 +139,45 @@ def foreign_names(out_dir: Path | None) -> set[str]:
     }
 
 
-def check_dataset_folder(out_dir: Path) -> Path:
-    """The Parquet dataset folder of ``out_dir``, checked against rule 4.
+def claim_folder(out_dir: Path, name: str, purpose: str) -> Path:
+    """The folder ``out_dir / name`` for gradcampp's ``purpose``, made if absent (rule 4).
 
-    Returns:
-        ``out_dir / DATASET`` (absent, or a real folder an earlier run made).
+    It must be absent or a real folder that an earlier run made (listed in the manifest); it is
+    listed before it is made.
 
     Raises:
         OutputDirError: when a link, a file or a folder gradcampp did not make stands there.
     """
-    folder = out_dir / DATASET
+    folder = check_folder(out_dir, name, purpose)
+    add_to_manifest(out_dir, [name])
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def check_folder(out_dir: Path, name: str, purpose: str) -> Path:
+    """``claim_folder``'s checks alone: ``out_dir / name``, where nothing is written yet.
+
+    Raises:
+        OutputDirError: when a link, a file or a folder gradcampp did not make stands there.
+    """
+    folder = out_dir / name
     shown = _shown(folder)
     if _is_link(folder):
         raise OutputDirError(
-            f"{shown} is a symbolic link; gradcampp writes its dataset only into a real folder "
+            f"{shown} is a symbolic link; gradcampp writes {purpose} only into a real folder "
             "of --out, never through a link (remove the link or choose another --out)"
         )
-    if not folder.exists():
-        return folder
-    if not folder.is_dir():
-        raise OutputDirError(
-            f"{shown} is not a folder; gradcampp writes its Parquet dataset there (remove it or "
-            "choose another --out)"
-        )
-    if DATASET not in manifest_names(out_dir):
-        raise OutputDirError(
-            f"{shown} is a folder gradcampp did not make (it is not in {MANIFEST}); its files "
-            "are left alone: move it or choose another --out"
-        )
+    if folder.exists() or _is_link(folder):
+        if not folder.is_dir():
+            raise OutputDirError(
+                f"{shown} is not a folder; gradcampp writes {purpose} there (remove it or choose "
+                "another --out)"
+            )
+        if name not in manifest_names(out_dir):
+            raise OutputDirError(
+                f"{shown} is a folder gradcampp did not make (it is not in {MANIFEST}); its files "
+                "are left alone: move it or choose another --out"
+            )
     return folder
 
 

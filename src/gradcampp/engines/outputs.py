@@ -33,7 +33,7 @@ from gradcampp.engines.run_file import (
 )
 from gradcampp.engines.work import Settings, is_temporary
 from gradcampp.model_specs import LoadedModel
-from gradcampp.out_folder import check_dataset_folder
+from gradcampp.out_folder import check_folder, claim_folder
 from gradcampp.outputs import (
     add_to_manifest,
     csv_cell,
@@ -98,10 +98,13 @@ def plan_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = list(paths)
     parquet = settings.format == "parquet"
-    dataset = check_dataset_folder(out_dir) if parquet else out_dir / DATASET
+    purpose = "its Parquet dataset"
+    dataset = check_folder(out_dir, DATASET, purpose) if parquet else out_dir / DATASET
     names = unique_names(paths, out_dir, settings.methods)
     current = run_settings(loaded, settings)
     previous = read_run_file(out_dir, current) if resume else None
+    if parquet:
+        claim_folder(out_dir, DATASET, purpose)
     for folder in (out_dir, dataset):  # temporary files of a run that was killed
         if folder.is_dir() and not folder.is_symlink():
             for stale in folder.iterdir():
@@ -110,9 +113,6 @@ def plan_run(
     if previous is None and dataset.is_dir() and not dataset.is_symlink():
         for part in part_files(out_dir):  # a fresh run replaces an earlier dataset
             part.unlink()
-    if parquet:
-        add_to_manifest(out_dir, [DATASET])
-        dataset.mkdir(exist_ok=True)
     write_run_file(out_dir, current)
     plan = RunPlan(paths, names, list(range(len(paths))))
     stray = stray_files(out_dir) if parquet else []
