@@ -30,15 +30,16 @@ EXIT_CODES = f"""exit status:
   {EXIT_OK}  every image was explained and written
   {EXIT_SKIPPED}  some inputs were skipped (unreadable, corrupt, too large, or the model failed
      on them): each was reported, the others were written
-  {EXIT_USAGE}  bad command line (unknown option or value, no image found), --out is not a
-     writable directory or breaks the output-folder rules (a link or a folder of someone
-     else's named explanations.parquet, a manifest that is a pipe), or --resume finds a
-     run file that is not one or records other settings
-  {EXIT_MODEL}  the model could not be used: missing or unreadable model/weights file (or
-     one that is not a regular file), unknown model spec or device, a module:callable
-     that fails, bad --layer name, no layer to explain, a model that fails on inputs of
-     the --size given, --target out of range, unsupported model or model output (e.g.
-     infinite scores)
+  {EXIT_USAGE}  bad command line (unknown option or value, no image found); --out is
+     not a writable directory or breaks the output-folder rules (a link, or a
+     folder not made by gradcampp, named explanations.parquet; a manifest that
+     is a pipe); --resume finds a run file that does not parse or records other
+     settings
+  {EXIT_MODEL}  the model could not be used: missing model/weights file or one that is
+     not a regular file, unknown model spec or device, a module:callable that
+     fails, bad --layer name, no layer to explain, a model that fails on every
+     input of the size given (--size), --target out of range, unsupported model
+     or model output (e.g. infinite class scores)
   {EXIT_NOTHING}  no input could be read or explained (each was reported)
   {EXIT_INTERNAL}  an unexpected error: a bug in gradcampp (GRADCAMPP_TRACEBACK=1 shows where)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
@@ -46,7 +47,8 @@ EXIT_CODES = f"""exit status:
 
 DEMO_EXIT_CODES = f"""exit status:
   {EXIT_OK}  the demo was explained and written
-  {EXIT_USAGE}  bad command line, or --out is not a writable directory
+  {EXIT_USAGE}  bad command line, --out is not a writable directory, or its folder
+     inputs was not made by gradcampp (the demo's images go there)
   {EXIT_MODEL}  the demo network could not be loaded: a missing extra (the message names it;
      pip install ".[demo]" in a gradcampp checkout)
   {EXIT_INTERNAL}  an unexpected error: a bug in gradcampp (GRADCAMPP_TRACEBACK=1 shows where)
@@ -180,7 +182,8 @@ def _add_output_options(parser: argparse.ArgumentParser, default_out: str) -> No
         type=_out,
         default=default_out,
         metavar="DIR",
-        help=f"output directory (default: {default_out})",
+        help=f"output directory (default: {default_out}); a file there that gradcampp did not "
+        "write is never replaced",
     )
     parser.add_argument(
         "--cmap", default="inferno", help="matplotlib colour map of the overlays (default: inferno)"
@@ -342,7 +345,8 @@ def _add_engine_options(explain: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resume",
         action="store_true",
-        help="explain only the images a previous run into --out did not finish",
+        help="explain only the images a previous run into --out did not finish (a record "
+        "that does not match what gradcampp writes is explained again, with a warning)",
     )
     group.add_argument(
         "--no-overlays",
