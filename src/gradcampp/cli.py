@@ -153,7 +153,7 @@ def _std(text: str) -> tuple[float, float, float]:
     try:
         Preprocess(size=(1, 1), std=values)  # the rule on std lives there
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{error}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(str(error)) from None
     return values
 
 
