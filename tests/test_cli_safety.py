@@ -390,20 +390,30 @@ def test_parquet_resume_removes_a_broken_part_and_keeps_a_stray_file(tmp_path, c
 # --- install hints and one-line messages ------------------------------------------------------
 
 
-def test_demo_without_torch_exits_3_naming_the_extra(tmp_path):
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [(["demo"], "the demo needs torch"), (["explain", "a.png", "--model", "demo"], "needs torch")],
+)
+def test_demo_without_torch_exits_3_naming_the_extra(tmp_path, argv, fragment):
+    write_image(tmp_path / "a.png")
     script = (
         "import sys; sys.modules['torch'] = None\n"  # as after pip install ".[cli]"
         "from gradcampp.cli import main\n"
-        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n"
+        f"sys.exit(main({[*argv, '-q', '--out', 'demo']!r}))\n"
     )
+    before = tree(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == EXIT_MODEL
-    one_error(
-        result.stderr, "the demo needs torch", 'pip install ".[demo]" in a gradcampp checkout'
-    )
-    assert not (tmp_path / "demo").exists()
+    one_error(result.stderr, fragment, 'pip install ".[demo]" in a gradcampp checkout')
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("demo")} == before
+    assert not list(tmp_path.glob("demo/*.json"))
 
 
 def test_install_hints_name_a_command_a_user_can_run():

@@ -528,9 +528,14 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
 
 def _demo(device: str, head: str = "gap") -> LoadedModel:
     try:
+        import torch  # noqa: F401  (the demo networks are PyTorch modules)
+
         from gradcampp.demo import CLASSES, load_demo_model
     except ImportError as error:
-        raise ModelSpecError(f"the demo model is not available: {error}") from error
+        raise ModelSpecError(
+            f"the demo network needs {error.name or 'its extra dependencies'}, which is not "
+            'installed: pip install ".[demo]" in a gradcampp checkout (the "demo" extra)'
+        ) from error
     return LoadedModel(
         _finish_torch(load_demo_model(head), device),
         Preprocess(size=(64, 64)),
