@@ -142,7 +142,7 @@ def test_display_formulas_fit_their_boxes_at_1400_pixels(browser, site):
     browser.set_window_size(1400, 1000)
     try:
         overflowing = {}
-        for page in ("methods/gradcampp", "methods/gradcam", "metrics"):
+        for page in ("methods/gradcampp", "methods/gradcam", "metrics", "cli"):
             _open(browser, site, page)
             boxes = browser.execute_script(
                 "return Array.from(document.querySelectorAll('article div.arithmatex'))"
@@ -154,7 +154,7 @@ def test_display_formulas_fit_their_boxes_at_1400_pixels(browser, site):
             overflowing[page] = [box for box in boxes if box[1] > box[2] + 1 or box[3] > box[4] + 1]
     finally:
         browser.set_window_size(1280, 1000)
-    assert overflowing == {"methods/gradcampp": [], "methods/gradcam": [], "metrics": []}
+    assert overflowing == {"methods/gradcampp": [], "methods/gradcam": [], "metrics": [], "cli": []}
 
 
 def test_api_examples_show_as_code(browser, site):
