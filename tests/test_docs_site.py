@@ -143,3 +143,25 @@ def test_no_page_shows_a_warning_a_traceback_or_a_path_of_the_building_machine(s
         if hits:
             found[str(path.relative_to(site))] = hits
     assert found == {}
+
+
+@pytest.mark.slow
+def test_optional_arguments_show_their_defaults_on_the_api_page(site):
+    html = (site / "api" / "resize" / "index.html").read_text()
+    start = html.index('id="gradcampp.resize.cubic_taps"')
+    table = html[start : html.index("</table>", html.index("Parameters", start))]
+    rows = {
+        re.sub(r"<[^>]+>", "", cells[0]).strip(): re.sub(r"<[^>]+>", "", cells[-1]).strip()
+        for cells in (
+            re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S)
+        )
+        if cells
+    }
+    assert rows == {
+        "n_in": "required",
+        "n_out": "required",
+        "kernel_table": "False",
+        "start": "0",
+        "stop": "None",
+    }
