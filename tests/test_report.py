@@ -92,6 +92,9 @@ def test_report_says_how_to_compare_the_methods_only_when_both_are_shown(tmp_pat
         assert "<em>mean</em> gradient" in page and "How Grad-CAM++ works</a>" in page
         assert "should cover" not in page  # what the page says comes from the run, not a paper
     assert "Disagreement" not in one and "1 \u2212 r" not in one
+    only_gradcam = write_report(tmp_path, [_entry()], columns=["Grad-CAM"]).read_text()
+    assert "Grad-CAM weights each feature map by its <em>mean</em> gradient." in only_gradcam
+    assert "Grad-CAM++ weights" not in only_gradcam and "Disagreement" not in only_gradcam
     assert "<th>Disagreement</th>" in both
     assert "On this run it is 0.250 for the one image and class." in both
 
