@@ -348,6 +348,23 @@ def test_records_that_do_not_match_the_schema_are_redone_and_said(tmp_path, caps
     assert tree(tmp_path / "in") == outside
 
 
+def test_a_record_with_a_disagreement_out_of_range_is_redone(tmp_path, capsys):
+    out = first_run(tmp_path, capsys, "--method", "both")
+    before = json.loads((out / "a.json").read_text())["explained"][0]["disagreement"]
+    assert 0.0 <= before <= 2.0
+    edit_json(out / "a.json", lambda r: r["explained"][0].update(disagreement="high"))
+    edit_json(out / "b.json", lambda r: r["explained"][0].pop("disagreement"))
+    both = ("--method", "both")
+    code, err = run(capsys, "explain", tmp_path / "in", *TINY, *both, "--resume", "--out", out)
+    assert code == EXIT_OK, err
+    found = warnings_of(err)
+    assert len(found) == 2, err
+    assert "a.json" in found[0] and "disagreement 'high' is not a number in [0, 2]" in found[0]
+    assert "b.json" in found[1] and "disagreement missing" in found[1]
+    after = json.loads((out / "a.json").read_text())["explained"][0]["disagreement"]
+    assert after == pytest.approx(before, abs=1e-5)
+
+
 def test_parquet_resume_removes_a_broken_part_and_keeps_a_stray_file(tmp_path, capsys):
     pytest.importorskip("pyarrow")
     from gradcampp.engines.parquet import map_of, read_dataset

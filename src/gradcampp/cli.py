@@ -437,6 +437,26 @@ def _report(result: object, quiet: bool) -> int:
     return EXIT_SKIPPED if result.skipped else EXIT_OK
 
 
+def _near_classes(text: str, classes: Sequence[str], n: int = 5) -> str:
+    """The class names nearest to ``text`` with their indices, as ``--layer`` suggests layers:
+    names that contain it (as a word part) first, then spelling neighbours."""
+    import difflib
+
+    lowered = [name.lower() for name in classes]
+    key = text.lower()
+    found = [i for i, name in enumerate(lowered) if key and key in name]
+    close = difflib.get_close_matches(key, lowered, n=n, cutoff=0.6)
+    for name in close:
+        index = lowered.index(name)
+        if index not in found:
+            found.append(index)
+    if not found:
+        return f"no name is close to it (the model has {len(classes)} classes)"
+    shown = ", ".join(f"{classes[i]!r} ({i})" for i in found[:n])
+    more = f" and {len(found) - n} more" if len(found) > n else ""
+    return f"nearest names (index): {shown}{more}"
+
+
 def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | None:
     from gradcampp.model_specs import ModelSpecError
 
@@ -449,7 +469,8 @@ def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | No
         if matches:
             return matches[0]
         raise ModelSpecError(
-            f"--target {text!r} is neither a class index (0, 1, 2, ...) nor one of the class names"
+            f"--target {text!r} is neither a class index (0, 1, 2, ...) nor one of the class "
+            f"names; {_near_classes(text, classes)}"
         )
     raise ModelSpecError(
         f"--target {text!r} is not a class index (0, 1, 2, ...), and class names are unknown "

@@ -9,7 +9,8 @@ For each explained image ``NAME.ext`` (``NAME`` made unique within the run, see
 - ``NAME.<method>.npy``: the raw float32 map at the model's input resolution, ``(H, W)``, or
   ``(T, H, W)`` for ``T`` explained classes;
 - ``NAME.json``: the input path (relative to the output directory), the top classes with
-  probabilities, the explained classes and the files written;
+  probabilities, the explained classes (with both methods, each with the ``disagreement`` of its
+  two maps, ``gradcampp.disagreement``) and the files written;
 
 and for the run ``predictions.csv`` (one line per image and top class) and ``index.html``.
 
@@ -36,6 +37,7 @@ import numpy as np
 
 import gradcampp
 from gradcampp._files import write_atomically, write_text
+from gradcampp.disagreement import disagreement
 from gradcampp.explainers import GradCAM, GradCAMPP
 from gradcampp.images import ImageReadError, Preprocess, read_view, save_png
 from gradcampp.model_specs import LoadedModel, ModelSpecError
@@ -347,6 +349,14 @@ def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] |
     return files
 
 
+def method_disagreements(maps: dict[str, np.ndarray]) -> list[float | None] | None:
+    """Per explained class, ``gradcampp.disagreement.disagreement`` of the Grad-CAM++ and the
+    Grad-CAM map (``maps[m]``: ``(T, H, W)``); None unless both methods ran."""
+    if "gradcampp" not in maps or "gradcam" not in maps:
+        return None
+    return [disagreement(a, b) for a, b in zip(maps["gradcampp"], maps["gradcam"], strict=True)]
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` as a ``.npy`` file, atomically (``_files.write_atomically``)."""
     write_atomically(path, lambda file: np.save(file, array))
@@ -426,6 +436,13 @@ def write_image_results(
                 save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
                 rank = f"#{t + 1} " if several else ""
                 panels.append(Panel(png, f"{rank}{labels[t]} ({100 * found.probs[c]:.1f}%)"))
+        explained: list[dict[str, Any]] = [
+            {"class_index": int(c), "class_name": label, "probability": float(found.probs[c])}
+            for c, label in zip(found.explained, labels, strict=True)
+        ]
+        compared = method_disagreements(found.maps)
+        for item, value in zip(explained, compared or [], strict=False):
+            item["disagreement"] = value  # 1 - Pearson r of the two maps; null: a constant map
         record = {
             "input": input_text,
             "name": name,
@@ -433,10 +450,7 @@ def write_image_results(
             "layer": layer,
             "size": list(view.shape[:2]),
             "top_classes": top,
-            "explained": [
-                {"class_index": int(c), "class_name": label, "probability": float(found.probs[c])}
-                for c, label in zip(found.explained, labels, strict=True)
-            ],
+            "explained": explained,
             "files": {
                 "input": files["input"] if overlays else None,
                 "overlays": {
@@ -464,6 +478,7 @@ def write_image_results(
         panels=panels,
         predictions=[(label, prob) for _, _, label, prob in ranked],
         note=note,
+        disagreement=compared or (),
         files=[
             *((f"{METHODS[m][1]} map (.npy)", files[m]["map"]) for m in methods),
             ("predictions (.json)", files["json"]),

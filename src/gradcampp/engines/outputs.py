@@ -237,6 +237,7 @@ def report_entry(record: dict[str, Any], settings: Settings, note: str = "") -> 
     links = [(f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in files["maps"]]
     if settings.format == "files":
         links.append(("predictions (.json)", f"{record['name']}.json"))
+    compared = [e["disagreement"] for e in record["explained"] if "disagreement" in e]
     return ReportEntry(
         name=Path(record["input"]).name,
         image=files["input"],
@@ -244,6 +245,7 @@ def report_entry(record: dict[str, Any], settings: Settings, note: str = "") -> 
         predictions=[(row["class_name"], row["probability"]) for row in record["top_classes"]],
         note=note,
         files=links,
+        disagreement=compared if len(compared) == len(record["explained"]) else (),
     )
 
 

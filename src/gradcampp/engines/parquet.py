@@ -15,6 +15,9 @@ Columns (one row per image):
   (list<float64>): the most probable classes, best first.
 - ``explained_class_index``, ``explained_class_name``, ``explained_probability``: the ``T``
   explained classes, same types.
+- ``explained_disagreement`` (list<float64>, only when both methods run): per explained class,
+  ``1 - r``, ``r`` the Pearson correlation of the two methods' maps (``gradcampp.disagreement``;
+  null where a map is constant), computed on the maps the overlays show.
 - ``map_shape`` (list<int32>): the shape of each map, ``[h, w]``, or ``[T, h, w]`` with
   ``--top-k``.
 - one column per method of the run, ``gradcampp`` and/or ``gradcam`` (list<float32>): the map,
@@ -64,6 +67,12 @@ def part_path(out_dir: Path, run_id: str, group: int) -> Path:
     return out_dir / DATASET / f"part-{run_id}-{group:06d}.parquet"
 
 
+def compares(settings: Settings) -> bool:
+    """Whether the run explains with both Grad-CAM++ and Grad-CAM (and so records how much
+    their maps disagree)."""
+    return {"gradcampp", "gradcam"} <= set(settings.methods)
+
+
 def schema(settings: Settings) -> Any:
     """The ``pyarrow.Schema`` of the dataset (see the module docstring)."""
     pa = _pyarrow()
@@ -82,6 +91,8 @@ def schema(settings: Settings) -> Any:
         ("explained_probability", pa.list_(pa.float64())),
         ("map_shape", pa.list_(pa.int32())),
     ]
+    if compares(settings):
+        fields.append(("explained_disagreement", pa.list_(pa.float64())))
     fields += [(method, pa.list_(pa.float32())) for method in settings.methods]
     return pa.schema(fields)
 
@@ -110,6 +121,8 @@ def write_part(
             "explained_class_name": [e["class_name"] for e in explained],
             "explained_probability": [e["probability"] for e in explained],
         }
+        if compares(settings):
+            values["explained_disagreement"] = [e.get("disagreement") for e in explained]
         first = maps[settings.methods[0]]
         shape = first.shape if settings.top_k else first.shape[1:]
         values["map_shape"] = list(shape)
@@ -216,6 +229,8 @@ def _record(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
             strict=True,
         )
     ]
+    for entry, value in zip(explained, row.get("explained_disagreement") or [], strict=False):
+        entry["disagreement"] = value
     return {
         "input": row["input"],
         "name": row["name"],

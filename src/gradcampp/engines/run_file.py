@@ -155,6 +155,10 @@ def _is_probability(value: Any) -> bool:
     )
 
 
+def _is_disagreement(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 2.0
+
+
 def _class_rows(rows: Any, what: str, classes: Sequence[str] | None) -> str | None:
     if not isinstance(rows, list) or not rows:
         return f"{what} is not a non-empty list"
@@ -263,6 +267,12 @@ def record_problem(
     )
     if problem:
         return problem
+    both = len(settings.methods) > 1
+    for row in explained:  # with both methods, 1 - r of the two maps (gradcampp.disagreement)
+        if ("disagreement" in row) != both:
+            return "explained: disagreement " + ("missing" if both else "given for one method")
+        if both and not (row["disagreement"] is None or _is_disagreement(row["disagreement"])):
+            return f"explained: disagreement {row['disagreement']!r} is not a number in [0, 2]"
     if [row.get("rank") for row in top] != list(range(1, len(top) + 1)) or len(
         top
     ) > settings.show_top:
