@@ -36,7 +36,9 @@ python -m mypy # type-checks src/ (configured in pyproject.toml)
 # The documentation site, built as CI would publish it: any broken link, missing figure, formula
 # that does not convert, docstring that does not parse or tutorial that fails (the build runs
 # examples/*.ipynb) fails here. The browser tests then open this build instead of making their own.
+# It is the README's command, `mkdocs build --strict`, with no --quiet: --quiet drops warnings
+# before strict mode counts them, so a build that warns would pass.
 site_dir="$(mktemp -d)"
 trap 'rm -rf "$site_dir"' EXIT
-NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --quiet --site-dir "$site_dir"
+NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --site-dir "$site_dir"
 GRADCAMPP_DOCS_SITE="$site_dir" python -m pytest "$@"
