@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradcampp.engines.recipe import ModelRecipe
-from gradcampp.engines.work import ImageWork, Settings
 from gradcampp.images import read_view
+from gradcampp.recipe import ModelRecipe
+from gradcampp.stages.explain import ExplainStage
+from gradcampp.stages.settings import Settings
+from gradcampp.stages.write import write_group
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_stages.md"
 
@@ -61,19 +63,20 @@ def main() -> None:
             Settings(batch_size=8, overlays=False, format="parquet"),
         ),
     ):
-        image_work = ImageWork(loaded, settings)
+        explain = ExplainStage(loaded, settings)
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
-        image_work.explain(views[:8])  # warm-up
+        explain(views[:8])  # warm-up
         explain_time = write_time = 0.0
         for g in range(0, n, 8):
             group = [(paths[i], f"photo-{i:02d}", views[i]) for i in range(g, g + 8)]
             start = time.perf_counter()
-            found = image_work.explain(views[g : g + 8])
+            found = explain(views[g : g + 8])
             explain_time += time.perf_counter() - start
             start = time.perf_counter()
-            image_work.write(group, found, out, out / "explanations.parquet" / f"part-{g}.parquet")
+            part = out / "explanations.parquet" / f"part-{g}.parquet"
+            write_group(group, found, out, settings, loaded=loaded, layer=explain.layer, part=part)
             write_time += time.perf_counter() - start
         rows.append(f"| {label}: explain | {per_second(n, explain_time):.2f} |")
         rows.append(f"| {label}: write | {per_second(n, write_time):.0f} |")

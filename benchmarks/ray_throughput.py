@@ -35,9 +35,9 @@ import torch  # noqa: E402
 
 from gradcampp.demo import generate_shapes  # noqa: E402
 from gradcampp.engines import run_job  # noqa: E402
-from gradcampp.engines.recipe import ModelRecipe  # noqa: E402
-from gradcampp.engines.work import Settings  # noqa: E402
 from gradcampp.images import save_png  # noqa: E402
+from gradcampp.recipe import ModelRecipe  # noqa: E402
+from gradcampp.stages.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ray_throughput.md"
 

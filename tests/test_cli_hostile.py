@@ -448,12 +448,12 @@ def test_demo_help_lists_only_its_exit_codes():
 def test_unexpected_errors_and_interrupts_end_in_one_line(
     tmp_path, capsys, monkeypatch, raised, code, fragment
 ):
-    import gradcampp.pipeline
+    import gradcampp.engines.local
 
     def fail(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(gradcampp.pipeline, "explain_images", fail)
+    monkeypatch.setattr(gradcampp.engines.local, "run_local", fail)
     monkeypatch.delenv("GRADCAMPP_TRACEBACK", raising=False)
     write_image(tmp_path / "a.png")
     got, err = run(capsys, "explain", tmp_path / "a.png", *TINY, "--out", tmp_path / "o")

@@ -99,7 +99,7 @@ LIMITED_RUN = """
 import contextlib, io, json, resource, sys
 sys.path.insert(0, sys.argv[1])
 import torch, torchvision, PIL.Image, matplotlib.pyplot, jinja2, tqdm.auto
-import gradcampp.pipeline
+import gradcampp.engines.local
 from gradcampp.cli import main
 import hostile_models
 

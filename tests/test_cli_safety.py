@@ -367,7 +367,7 @@ def test_a_record_with_a_disagreement_out_of_range_is_redone(tmp_path, capsys):
 
 def test_parquet_resume_removes_a_broken_part_and_keeps_a_stray_file(tmp_path, capsys):
     pytest.importorskip("pyarrow")
-    from gradcampp.engines.parquet import map_of, read_dataset
+    from gradcampp.parquet import map_of, read_dataset
 
     out = first_run(tmp_path, capsys, "--format", "parquet", "--no-overlays")
     dataset = out / "explanations.parquet"
@@ -488,7 +488,7 @@ def test_a_size_the_demo_network_cannot_take_has_its_own_message(tmp_path, capsy
 
 def test_parquet_resume_without_a_run_file_explains_each_image_once(tmp_path, capsys):
     pytest.importorskip("pyarrow")
-    from gradcampp.engines.parquet import read_dataset
+    from gradcampp.parquet import read_dataset
 
     out = first_run(tmp_path, capsys, "--format", "parquet", "--no-overlays")
     (out / ".gradcampp-run").unlink()

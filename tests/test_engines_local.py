@@ -16,9 +16,9 @@ pytest.importorskip("matplotlib")
 
 from gradcampp.cli import EXIT_OK, EXIT_USAGE, main
 from gradcampp.demo import generate_shapes
-from gradcampp.engines.outputs import sample_indices
-from gradcampp.engines.work import upsample
+from gradcampp.engines.run import sample_indices
 from gradcampp.images import save_png
+from gradcampp.stages.write import upsample
 
 N_IMAGES = 10
 

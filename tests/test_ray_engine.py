@@ -33,8 +33,8 @@ import gradcampp  # noqa: E402
 import gradcampp.ray  # noqa: E402
 from gradcampp.cli import EXIT_OK, main  # noqa: E402
 from gradcampp.demo import generate_shapes  # noqa: E402
-from gradcampp.engines.work import upsample  # noqa: E402
 from gradcampp.images import save_png  # noqa: E402
+from gradcampp.stages.write import upsample  # noqa: E402
 
 pytestmark = pytest.mark.slow
 N_IMAGES = 200

@@ -413,8 +413,8 @@ def _check_cmap(cmap: str) -> None:
 
 
 def _report(result: object, quiet: bool) -> int:
+    from gradcampp.engines import RunResult
     from gradcampp.outputs import display_path
-    from gradcampp.pipeline import RunResult
 
     assert isinstance(result, RunResult)
     for note in result.notes:
@@ -482,13 +482,12 @@ def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | No
 def run_explain(args: argparse.Namespace) -> int:
     """``gradcampp explain``: load the model, explain the inputs, write the results."""
     from gradcampp.engines import run_job
-    from gradcampp.engines.recipe import ModelRecipe
-    from gradcampp.engines.work import Settings
     from gradcampp.images import find_images
     from gradcampp.model_specs import ModelSpecError, read_class_names
     from gradcampp.out_folder import read_manifest
     from gradcampp.outputs import display_path
-    from gradcampp.pipeline import METHODS
+    from gradcampp.recipe import ModelRecipe
+    from gradcampp.stages.settings import METHODS, Settings
 
     problem = _engine_usage(args)
     if problem is not None:
@@ -600,19 +599,21 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         _check_cmap(args.cmap)
         prepare_out_dir(out_dir)
-        loaded = load_model("demo-fc" if args.head == "fc" else "demo")
-        from gradcampp.pipeline import explain_images
+        spec = "demo-fc" if args.head == "fc" else "demo"
+        loaded = load_model(spec)
+        from gradcampp.engines import run_job
+        from gradcampp.recipe import ModelRecipe
+        from gradcampp.stages.settings import Settings
 
         inputs = claim_folder(out_dir, "inputs", "the demo's images")
         demo_images = write_demo_inputs(inputs, count=args.count, seed=args.seed)
         truth = {image.path: image for image in demo_images}
-        result = explain_images(
-            loaded,
+        result = run_job(
+            ModelRecipe(spec),
             [image.path for image in demo_images],
             out_dir,
-            methods=("gradcampp", "gradcam"),
-            cmap=args.cmap,
-            alpha=args.alpha,
+            Settings(methods=("gradcampp", "gradcam"), cmap=args.cmap, alpha=args.alpha),
+            loaded=loaded,
             progress=not args.quiet,
             notes=lambda path: truth[path].note,
             title="gradcampp demo: Grad-CAM++ and Grad-CAM on generated shapes",

@@ -19,7 +19,7 @@ These rules hold for every engine and format; ``docs/cli.md`` states them for us
 5. A file of the folder is read only when it is a regular file of bounded size (``_files.
    read_regular``): a pipe or a device never blocks a run. A manifest that is a link is not
    trusted (it is read as empty and replaced). Which records ``--resume`` trusts is decided in
-   ``gradcampp.engines.run_file``.
+   ``gradcampp.run_file``.
 """
 
 from __future__ import annotations

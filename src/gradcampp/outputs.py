@@ -1,6 +1,6 @@
 """Names and text of the result files: unique, safe names, relative paths, inert CSV cells.
 
-A run writes, for each input, files named ``NAME.<suffix>`` (see ``gradcampp.pipeline``), and a
+A run writes, for each input, files named ``NAME.<suffix>`` (see ``gradcampp.stages.write``), and a
 few run files (``index.html``, ``predictions.csv``, ``colorbar.png``). The functions here make sure
 that
 
@@ -26,6 +26,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gradcampp.out_folder import MANIFEST, add_to_manifest, foreign_names, read_manifest
 
@@ -175,3 +176,32 @@ def free_run_file(out_dir: Path, file_name: str, inputs: Iterable[Path]) -> str:
     while candidate.casefold() in here:
         candidate, k = f"{stem}-{k}{dot}{suffix}", k + 1
     return candidate
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "class"
+
+
+def class_name(classes: Sequence[str] | None, index: int) -> str:
+    """The name of class ``index``: ``classes[index]``, or ``class <index>`` without one."""
+    return classes[index] if classes is not None and index < len(classes) else f"class {index}"
+
+
+def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] | None) -> dict:
+    """The files of one image: ``input``, ``json``, and per method its ``map`` and ``overlays``.
+
+    ``labels``: the explained class names when each target has its own overlay (``--top-k``);
+    None for one overlay per method.
+    """
+    files: dict[str, Any] = {"input": f"{name}.input.png", "json": f"{name}.json"}
+    for method in methods:
+        files[method] = {
+            "map": f"{name}.{method}.npy",
+            "overlays": [f"{name}.{method}.png"]
+            if labels is None
+            else [
+                f"{name}.{method}.{rank}-{_slug(label)}.png"
+                for rank, label in enumerate(labels, start=1)
+            ],
+        }
+    return files

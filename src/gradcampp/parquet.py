@@ -29,7 +29,7 @@ reads the part files only, whatever else lies there.
 
 The maps are at the explained layer's resolution (``h, w``: e.g. 7x7 for ResNet-50 at 224 px),
 the form to store and to upsample later with ``gradcampp.resize.resize`` (bicubic, then clip at
-zero: ``gradcampp.engines.work.upsample``); with ``--full-size`` they are at the input's
+zero: ``gradcampp.stages.write.upsample``); with ``--full-size`` they are at the input's
 resolution, equal to the ``.npy`` maps of ``--format files``.
 """
 
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from gradcampp._files import write_atomically
-from gradcampp.engines.work import Settings
 from gradcampp.out_folder import DATASET, is_temporary_name
+from gradcampp.stages.settings import Settings
 
 __all__ = ["DATASET", "map_of", "read_dataset", "read_records", "schema", "write_part"]
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
@@ -137,7 +137,7 @@ def write_part(
 
 def record_files(name: str, settings: Settings, labels: Sequence[str]) -> dict[str, Any]:
     """The ``files`` entry of a record stored in Parquet: its pictures, no per-image files."""
-    from gradcampp.engines.run_file import expected_files
+    from gradcampp.run_file import expected_files
 
     return expected_files(name, settings, labels)
 

@@ -27,11 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp.engines import run_job
-from gradcampp.engines.ray_engine import import_ray, set_threads
-from gradcampp.engines.recipe import ModelRecipe
-from gradcampp.engines.work import ImageWork, Settings
-from gradcampp.pipeline import ImageExplanation, RunResult
+from gradcampp._ray import import_ray
+from gradcampp.engines import RunResult, run_job
+from gradcampp.recipe import ModelRecipe
+from gradcampp.stages.explain import (
+    ExplainStage,
+    ImageExplanation,
+    explanation_columns,
+    set_threads,
+)
+from gradcampp.stages.settings import Settings
 
 __all__ = ["ExplainBatch", "actor_cpus", "explain_dataset", "explain_files", "read_images"]
 
@@ -78,7 +83,7 @@ class ExplainBatch:
         device: torch device of the model (``"cpu"``, ``"cuda"``, ``"auto"``).
         threads: PyTorch threads of the actor (None: leave Ray's default).
         **model_options: ``weights``, ``allow_pickle``, ``classes``, ``size``, ``mean``, ``std``
-            of ``gradcampp.engines.recipe.ModelRecipe``.
+            of ``gradcampp.recipe.ModelRecipe``.
 
     Output columns (``N`` rows, ``T`` explained classes with ``top_k``):
         ``class_index`` int64 ``(N,)`` or ``(N, T)``: the explained classes;
@@ -116,7 +121,7 @@ class ExplainBatch:
             full_size=upsample,  # maps upsampled by the explainer itself, or at the layer's size
         )
         self.loaded = ModelRecipe(model, device=device, **model_options).load()
-        self.work = ImageWork(self.loaded, self.settings)
+        self.explain = ExplainStage(self.loaded, self.settings)
         self.image_column = image_column
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -137,23 +142,11 @@ class ExplainBatch:
         if not views:
             return out
         found: list[ImageExplanation] = []
-        for i, item in enumerate(self.work.explain(views)):
+        for i, item in enumerate(self.explain(views)):
             if isinstance(item, str):
                 raise ValueError(f"image {i} of the batch cannot be explained: {item}")
             found.append(item)
-        explained = np.stack([item.explained for item in found])  # (N, T)
-        probs = np.stack([item.probs for item in found])
-        order = np.stack([item.order for item in found])
-        rows = np.arange(len(views))[:, None]
-        probability = probs[rows, explained]
-        single = self.settings.top_k is None
-        out["class_index"] = explained[:, 0] if single else explained
-        out["probability"] = probability[:, 0] if single else probability
-        out["top_class_index"] = np.ascontiguousarray(order[:, : self.settings.show_top])
-        out["top_probability"] = probs[rows, out["top_class_index"]]
-        for method in self.settings.methods:
-            maps = np.stack([item.maps[method] for item in found])  # (N, T, h, w)
-            out[method] = maps[:, 0] if single else maps
+        out.update(explanation_columns(found, self.settings))
         return out
 
 

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from gradcampp._files import NotRegularFileError, read_regular, write_text
-from gradcampp.engines.work import Settings
 from gradcampp.model_specs import LoadedModel
 from gradcampp.out_folder import RUN_FILE
-from gradcampp.pipeline import _class_name, result_file_names
+from gradcampp.outputs import class_name, result_file_names
+from gradcampp.stages.settings import Settings
 
 MAX_RUN_FILE_BYTES = 1 << 20
 MAX_RECORD_BYTES = 16 << 20
@@ -168,7 +168,7 @@ def _class_rows(rows: Any, what: str, classes: Sequence[str] | None) -> str | No
         index, name = row.get("class_index"), row.get("class_name")
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             return f"{what}: class_index {index!r} is not a class index"
-        if name != _class_name(classes, index):
+        if name != class_name(classes, index):
             return f"{what}: class_name {name!r} is not that of class {index}"
         if not _is_probability(row.get("probability")):
             return f"{what}: probability {row.get('probability')!r} is not a number in [0, 1]"

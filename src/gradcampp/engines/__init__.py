@@ -1,7 +1,9 @@
 """Where an explain run executes: in this process (``local``) or on a Ray cluster (``ray_engine``).
 
-Both engines do the same per-image work (``work``), plan and finish a run the same way
-(``outputs``) and write the same files, so a run's outputs do not depend on the engine.
+An engine moves images through the three stages (``gradcampp.stages``: read, explain, write) and
+does nothing else to them: both engines plan and finish a run the same way (``engines.run``) and
+write the same files, so a run's outputs do not depend on the engine. Nothing below the engines
+imports them; :func:`run_job` is the one entry point of the command line and ``gradcampp.ray``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from gradcampp.engines.recipe import ModelRecipe
-    from gradcampp.engines.work import Settings
-    from gradcampp.model_specs import LoadedModel
-    from gradcampp.pipeline import RunResult
+from gradcampp.engines.run import RunOptions, RunResult
 
+if TYPE_CHECKING:
+    from gradcampp.model_specs import LoadedModel
+    from gradcampp.recipe import ModelRecipe
+    from gradcampp.stages.settings import Settings
+
+__all__ = ["ENGINES", "RunOptions", "RunResult", "run_job"]
 ENGINES = ("local", "ray")
 
 
@@ -44,35 +48,25 @@ def run_job(
         engine: ``"local"`` (this process) or ``"ray"`` (a Ray cluster).
         loaded: the model, if the caller already loaded it (the local engine then uses it; the
             Ray engine uses it only to check the job).
-        resume, report_sample, title, progress: as for ``gradcampp.engines.local.run_local``.
-        notes: per input, a text under its name in the report (local engine only).
+        resume, report_sample, title, notes, progress: see ``engines.run.RunOptions``.
         **ray_options: ``address``, ``workers``, ``gpus_per_worker``, ``cpus_per_worker``,
             ``threads_per_worker`` of ``gradcampp.engines.ray_engine.run_ray``.
 
     Raises:
-        ValueError: for an unknown engine, Ray options with the local engine, or notes with Ray.
+        ValueError: for an unknown engine, or Ray options with the local engine.
     """
-    common: dict[str, Any] = {
-        "resume": resume,
-        "report_sample": report_sample,
-        "title": title,
-        "progress": progress,
-    }
+    options = RunOptions(
+        resume=resume, report_sample=report_sample, title=title, notes=notes, progress=progress
+    )
     if engine == "local":
         if ray_options:
             raise ValueError(f"{sorted(ray_options)} apply to engine='ray' only")
-        from dataclasses import asdict
-
-        from gradcampp import pipeline
+        from gradcampp.engines.local import run_local
 
         model = loaded if loaded is not None else recipe.load()
-        options = asdict(settings)
-        options["methods"] = tuple(settings.methods)
-        return pipeline.explain_images(model, paths, out_dir, notes=notes, **options, **common)
+        return run_local(model, paths, out_dir, settings, options)
     if engine == "ray":
-        if notes is not None:
-            raise ValueError("notes are supported by engine='local' only")
         from gradcampp.engines.ray_engine import run_ray
 
-        return run_ray(recipe, paths, out_dir, settings, loaded=loaded, **common, **ray_options)
+        return run_ray(recipe, paths, out_dir, settings, options, loaded=loaded, **ray_options)
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")

@@ -1,20 +1,27 @@
-"""The local engine: explain a run's images in this process, one group after the other."""
+"""The local engine: a loop over groups of images in this process through the three stages.
+
+Each input is read (``stages.read``) as the loop reaches it; every ``batch_size`` views go through
+the explain stage (``stages.explain``) and then the write stage (``stages.write``), so memory is
+bounded by one group. The run is planned and finished as on every engine (``engines.run``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gradcampp.engines.outputs import finish_run, plan_run
-from gradcampp.engines.parquet import part_path
-from gradcampp.engines.work import ImageWork, Settings
+from gradcampp.engines.run import RunOptions, RunResult, finish_run, plan_run, progress_bar
 from gradcampp.images import ImageReadError
 from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import display_path
-from gradcampp.pipeline import RunResult, progress_bar, read_views
+from gradcampp.parquet import part_path
+from gradcampp.stages.explain import ExplainStage
+from gradcampp.stages.read import read_views
+from gradcampp.stages.settings import Settings
+from gradcampp.stages.write import write_group
 
 
 def run_local(
@@ -22,16 +29,9 @@ def run_local(
     paths: Sequence[Path],
     out_dir: Path,
     settings: Settings,
-    *,
-    resume: bool = False,
-    report_sample: int | None = None,
-    title: str = "Grad-CAM++ explanations",
-    notes: Callable[[Path], str] | None = None,
-    progress: bool = True,
+    options: RunOptions | None = None,
 ) -> RunResult:
     """Explain ``paths`` with ``loaded`` in this process and write every output file.
-
-    Memory is bounded by the group: each image is reduced to the model's view as it is read.
 
     Args:
         loaded: the model with its preprocessing and class names.
@@ -39,23 +39,22 @@ def run_local(
             and listed in the result.
         out_dir: the output directory (created if needed).
         settings: what to compute and write.
-        resume: explain only the images a previous run into ``out_dir`` did not finish.
-        report_sample: keep the report to this many images (None: all).
-        title: the report's title; notes: per input path, a text under its name in the report.
-        progress: show a progress bar on stderr (only for more than 3 images).
+        options: resume, report sample, title, notes, progress bar (default: ``RunOptions()``).
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
         ValueError: ``resume`` into a run with other settings.
+        OSError: when the run's files cannot be written.
     """
-    work = ImageWork(loaded, settings)  # checks the layer before anything is written
-    plan = plan_run(loaded, paths, out_dir, settings, resume)
+    options = RunOptions() if options is None else options
+    explain = ExplainStage(loaded, settings)  # checks the layer before anything is written
+    plan = plan_run(loaded, paths, out_dir, settings, options.resume)
     todo = [plan.paths[i] for i in plan.todo]
     names = {plan.paths[i]: plan.names[i] for i in plan.todo}
     records: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     remarks: list[str] = []
-    bar = progress_bar(len(todo), progress and len(todo) > 3)
+    bar = progress_bar(len(todo), options.progress and len(todo) > 3)
     pending: list[tuple[Path, str, np.ndarray]] = []
     groups = 0
 
@@ -64,7 +63,10 @@ def run_local(
         if not pending:
             return
         part = part_path(out_dir, plan.run_id, groups) if settings.format == "parquet" else None
-        done = work.run(pending, out_dir, part)
+        found = explain([view for _, _, view in pending])
+        done = write_group(
+            pending, found, out_dir, settings, loaded=loaded, layer=explain.layer, part=part
+        )
         records.extend(done.records)
         skipped.extend(done.skipped)
         bar.update(len(pending))
@@ -83,16 +85,4 @@ def run_local(
         flush()
     finally:
         bar.close()
-    result = finish_run(
-        plan,
-        out_dir,
-        loaded,
-        settings,
-        records,
-        skipped,
-        title=title,
-        notes=notes,
-        report_sample=report_sample,
-    )
-    result.notes.extend(remarks)
-    return result
+    return finish_run(plan, records, skipped, options, remarks)

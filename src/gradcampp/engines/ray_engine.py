@@ -40,37 +40,18 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp.engines.outputs import finish_run, plan_run
-from gradcampp.engines.parquet import DATASET, part_path
-from gradcampp.engines.recipe import ModelRecipe
-from gradcampp.engines.work import ImageWork, Settings, is_temporary
-from gradcampp.images import ImageReadError, read_view
+from gradcampp._ray import import_ray
+from gradcampp.engines.run import RunOptions, RunResult, finish_run, plan_run, progress_bar
 from gradcampp.model_specs import LoadedModel, ModelSpecError
 from gradcampp.outputs import display_path
-from gradcampp.pipeline import RunResult, _first_line, progress_bar
+from gradcampp.parquet import DATASET, part_path
+from gradcampp.recipe import ModelRecipe
+from gradcampp.stages.explain import ExplainStage, first_line, set_threads
+from gradcampp.stages.read import read_group
+from gradcampp.stages.settings import Settings
+from gradcampp.stages.write import is_temporary, write_group
 
-
-def import_ray() -> Any:
-    """The ``ray`` module with Ray Data, or an ImportError that says how to install it."""
-    try:
-        import ray
-        import ray.data
-    except ImportError as error:
-        raise ImportError(
-            f'--engine ray needs Ray Data: pip install ".[ray]" in a gradcampp checkout ({error})'
-        ) from error
-    return ray
-
-
-def set_threads(threads: int | None) -> None:
-    """Limit this process's PyTorch intra-op threads (None: leave them)."""
-    if threads is None:
-        return
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(max(1, int(threads)))
+__all__ = ["FileWorker", "import_ray", "plan_workers", "run_ray", "set_threads"]
 
 
 class FileWorker:
@@ -107,11 +88,12 @@ class FileWorker:
             sys.path.insert(0, search_path)
         set_threads(threads)
         self.loaded = recipe.load()
-        self.work = ImageWork(self.loaded, settings)
+        self.explain = ExplainStage(self.loaded, settings)
         self.settings, self.out_dir, self.run_id = settings, Path(out_dir), run_id
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Explain and write every group in ``batch``; one output row per image."""
+        """Read, explain and write every group in ``batch`` (the three stages, in this actor);
+        one output row per image."""
         index, status, payload = [], [], []
         remarks: list[str] = []
         for group, indices, files, names in zip(
@@ -121,34 +103,34 @@ class FileWorker:
             batch["names"],
             strict=True,
         ):
-            good = []
-            position = {}
-            for i, file, name in zip(indices, files, names, strict=True):
-                position[display_path(file)] = int(i)
-                try:
-                    view = read_view(file, self.loaded.preprocess, notes=remarks)
-                except ImageReadError as error:
-                    index.append(int(i))
-                    status.append("skipped")
-                    payload.append(error.reason)
-                    continue
-                good.append((Path(file), str(name), view))  # absolute: as on the driver
+            position = {display_path(file): int(i) for i, file in zip(indices, files, strict=True)}
+            items = [(Path(file), str(name)) for file, name in zip(files, names, strict=True)]
+            views, unread = read_group(items, self.loaded.preprocess, remarks)
             part = None
             if self.settings.format == "parquet":
                 part = part_path(self.out_dir, self.run_id, int(group))
             try:
-                done = self.work.run(good, self.out_dir, part)
+                found = self.explain([view for _, _, view in views])
+                done = write_group(
+                    views,
+                    found,
+                    self.out_dir,
+                    self.settings,
+                    loaded=self.loaded,
+                    layer=self.explain.layer,
+                    part=part,
+                )
             except Exception as error:  # sent to the driver as a row: only a dying process
                 index.append(-1)  # makes a Ray task fail, so a failed task means just that
                 status.append("error")
-                payload.append(f"{type(error).__name__}: {_first_line(error)}")
+                payload.append(f"{type(error).__name__}: {first_line(error)}")
                 break
             by_name = {str(name): int(i) for i, name in zip(indices, names, strict=True)}
             for record in done.records:
                 index.append(by_name[record["name"]])
                 status.append("done")
                 payload.append(json.dumps(record, ensure_ascii=False))
-            for shown, reason in done.skipped:
+            for shown, reason in [*unread, *done.skipped]:
                 index.append(position[shown])
                 status.append("skipped")
                 payload.append(reason)
@@ -298,7 +280,7 @@ def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
             try:
                 ray.init(address=address, **options)
             except (ConnectionError, ValueError, RuntimeError) as error:
-                message = f"cannot join the Ray cluster at {address}: {_first_line(error)}"
+                message = f"cannot join the Ray cluster at {address}: {first_line(error)}"
                 raise ConnectionError(message) from error
     try:
         yield ray
@@ -431,16 +413,13 @@ def run_ray(
     paths: Sequence[Path],
     out_dir: Path,
     settings: Settings,
+    options: RunOptions | None = None,
     *,
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     threads_per_worker: int | None = None,
-    resume: bool = False,
-    report_sample: int | None = None,
-    title: str = "Grad-CAM++ explanations",
-    progress: bool = True,
     loaded: LoadedModel | None = None,
 ) -> RunResult:
     """Explain ``paths`` on a Ray cluster and write the same files as the local engine.
@@ -450,6 +429,7 @@ def run_ray(
         paths: the inputs, in order; unreadable ones are skipped and listed in the result.
         out_dir: the output directory, seen by every worker.
         settings: what to compute and write.
+        options: resume, report sample, title, notes, progress bar (default: ``RunOptions()``).
         address: the cluster to join (``ray.init(address=...)``: ``"auto"``, ``"HOST:PORT"``,
             ``"ray://HOST:10001"``); None: ``RAY_ADDRESS`` when it is set, else a local Ray
             started for the run (with ``workers`` CPUs, at most this machine's cores) and stopped
@@ -460,10 +440,6 @@ def run_ray(
             goes to ``cuda`` when the recipe's device is ``"cpu"``.
         cpus_per_worker: CPUs each actor reserves.
         threads_per_worker: PyTorch threads per actor (None: ``cpus_per_worker``).
-        resume: explain only what a previous run into ``out_dir`` left undone.
-        report_sample: keep the report to this many images (None: all).
-        title: the report's title.
-        progress: show a progress bar (images done, images/s) on stderr.
         loaded: the model already loaded on the driver, if the caller has it.
 
     Raises:
@@ -475,6 +451,7 @@ def run_ray(
         ImportError: Ray Data is not installed.
     """
     import_ray()
+    options = RunOptions() if options is None else options
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers}")
     if gpus_per_worker < 0 or cpus_per_worker <= 0:
@@ -484,9 +461,11 @@ def run_ray(
         )
     if loaded is None:
         loaded = recipe.load(device="cpu")
-    ImageWork(loaded, settings)  # a bad layer or an unsupported model fails here, not on a worker
+    ExplainStage(
+        loaded, settings
+    )  # a bad layer or an unsupported model fails here, not on a worker
     out_dir = Path(out_dir).absolute()
-    plan = plan_run(loaded, paths, out_dir, settings, resume)
+    plan = plan_run(loaded, paths, out_dir, settings, options.resume)
     records: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     remarks: list[str] = []
@@ -517,7 +496,7 @@ def run_ray(
                 "threads": threads_per_worker or max(1, int(cpus_per_worker)),
                 "search_path": os.getcwd(),
             }
-            bar = progress_bar(len(plan.todo), progress and len(plan.todo) > 3)
+            bar = progress_bar(len(plan.todo), options.progress and len(plan.todo) > 3)
             seen: set[int] = set()
 
             def take(row: dict[str, Any]) -> None:
@@ -562,18 +541,7 @@ def run_ray(
             finally:
                 bar.close()
                 _remove_temporaries(out_dir)
-    result = finish_run(
-        plan,
-        out_dir,
-        loaded,
-        settings,
-        records,
-        skipped,
-        title=title,
-        report_sample=report_sample,
-    )
-    result.notes.extend(dict.fromkeys(remarks))  # a remark repeated by a retried group, once
-    return result
+    return finish_run(plan, records, skipped, options, remarks)
 
 
 def _cores() -> int:

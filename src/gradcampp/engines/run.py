@@ -2,12 +2,14 @@
 
 Both engines call :func:`plan_run` before explaining and :func:`finish_run` after, so a run
 gives the same run-level files whichever engine explained its images, and in whatever order
-the images came back: records are put in input order before anything is written.
+the images came back: records are put in input order before anything is written. Between the
+two, an engine only moves images through the stages (``gradcampp.stages``) and collects the
+records and skipped inputs they return.
 
 ``.gradcampp-run`` (JSON) in the output directory holds the settings that decide the outputs (model,
 methods, classes, layer, preprocessing, format). ``--resume`` continues only a run with the same
 settings; it takes an image as done when its ``NAME.json`` (or, for Parquet output, its row) is
-there and matches the record schema (``gradcampp.engines.run_file``), and explains the rest. What
+there and matches the record schema (``gradcampp.run_file``), and explains the rest. What
 may be written where follows the output-folder rules of ``gradcampp.out_folder``.
 """
 
@@ -23,15 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from gradcampp._files import write_text
-from gradcampp.engines.parquet import DATASET, part_files, read_part_records, stray_files
-from gradcampp.engines.run_file import (
-    read_json_record,
-    read_run_file,
-    record_problem,
-    run_settings,
-    write_run_file,
-)
-from gradcampp.engines.work import Settings, is_temporary
 from gradcampp.model_specs import LoadedModel
 from gradcampp.out_folder import check_folder, claim_folder
 from gradcampp.outputs import (
@@ -42,8 +35,80 @@ from gradcampp.outputs import (
     relative_path,
     unique_names,
 )
-from gradcampp.pipeline import METHODS, RunResult
+from gradcampp.parquet import DATASET, part_files, read_part_records, stray_files
 from gradcampp.report import Panel, ReportEntry, write_report
+from gradcampp.run_file import (
+    read_json_record,
+    read_run_file,
+    record_problem,
+    run_settings,
+    write_run_file,
+)
+from gradcampp.stages.settings import METHODS, Settings
+from gradcampp.stages.write import is_temporary
+
+
+@dataclass
+class RunResult:
+    """What a run wrote: one record per explained image, and the skipped inputs with reasons.
+
+    Attributes:
+        out_dir: the output directory; report: its ``index.html`` (None without overlays).
+        records: the JSON record of each explained image, in input order.
+        skipped: ``(input, reason)`` for each input that was not explained, in input order.
+        layer: the explained layer's name.
+        notes: remarks on the run and its inputs (e.g. a float image's scaling).
+        resumed: how many of the records an earlier run wrote (``--resume``).
+    """
+
+    out_dir: Path
+    report: Path | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    layer: str | None = None
+    notes: list[str] = field(default_factory=list)
+    resumed: int = 0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes and is reported, apart from what decides its outputs (``Settings``).
+
+    Attributes:
+        resume: explain only the images a previous run into the folder did not finish.
+        report_sample: keep the report to this many images (None: all).
+        title: the report's title.
+        notes: per input path, a text shown under its name in the report.
+        progress: show a progress bar on stderr (only for more than 3 images).
+    """
+
+    resume: bool = False
+    report_sample: int | None = None
+    title: str = "Grad-CAM++ explanations"
+    notes: Callable[[Path], str] | None = None
+    progress: bool = True
+
+
+def progress_bar(total: int, enabled: bool, description: str = "explaining") -> Any:
+    """A ``tqdm.auto`` progress bar over ``total`` images on stderr (a widget in notebooks).
+
+    Disabled (drawing nothing) when ``enabled`` is false; without tqdm installed, a silent
+    stand-in with the same ``update``/``close`` methods.
+    """
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the cli and demo extras
+        return _NoBar()
+    return tqdm(total=total, disable=not enabled, unit="image", desc=description, leave=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 CSV_HEADER = ["image", "input", "rank", "class_index", "class_name", "probability"]
 
@@ -53,6 +118,8 @@ class RunPlan:
     """What a run has to do.
 
     Attributes:
+        out_dir: the output directory; settings: the run's settings; model: the model's
+            description (heads the report).
         paths: every input, in order; names: their unique output stems (stable across reruns).
         todo: the indices into ``paths`` still to explain.
         done: the records of the images a previous run already wrote (``--resume``).
@@ -61,6 +128,9 @@ class RunPlan:
             the dataset folder that are not gradcampp's).
     """
 
+    out_dir: Path
+    settings: Settings
+    model: str
     paths: list[Path]
     names: list[str]
     todo: list[int]
@@ -114,7 +184,7 @@ def plan_run(
         for part in part_files(out_dir):  # a fresh run replaces an earlier dataset
             part.unlink()
     write_run_file(out_dir, current)
-    plan = RunPlan(paths, names, list(range(len(paths))))
+    plan = RunPlan(out_dir, settings, loaded.description, paths, names, list(range(len(paths))))
     stray = stray_files(out_dir) if parquet else []
     if stray:
         plan.notes.append(
@@ -265,33 +335,28 @@ def sample_indices(n: int, k: int | None) -> list[int]:
 
 def finish_run(
     plan: RunPlan,
-    out_dir: Path,
-    loaded: LoadedModel,
-    settings: Settings,
     records: Sequence[dict[str, Any]],
     skipped: Sequence[tuple[str, str]],
-    *,
-    title: str,
-    notes: Callable[[Path], str] | None = None,
-    report_sample: int | None = None,
+    options: RunOptions,
+    remarks: Sequence[str] = (),
 ) -> RunResult:
-    """Write ``predictions.csv`` and ``index.html`` for the whole run.
+    """Write ``predictions.csv`` and ``index.html`` for the whole run (both engines end here).
 
     Args:
-        plan: the run's plan (inputs, names and the records a previous run left).
-        out_dir: the output directory.
-        loaded: the model (its description heads the report).
-        settings: the run's settings.
-        records: the records this run wrote, in any order.
-        skipped: ``(input, reason)`` of the inputs that could not be read, in any order.
-        title: the report's title; notes: per input, a text shown under its name.
-        report_sample: keep the report to this many images, spread evenly over the input order
-            (``predictions.csv`` always lists every image); None: every image.
+        plan: the run's plan (folder, settings, inputs, names and the records a previous run
+            left).
+        records: the records this run wrote, in any order (a retried image counts once).
+        skipped: ``(input, reason)`` of the inputs that were not explained, in any order.
+        options: the report's title, notes and ``report_sample``: keep the report to this many
+            images, spread evenly over the input order (``predictions.csv`` always lists every
+            image).
+        remarks: remarks on the inputs, gathered while explaining (each kept once).
 
     Returns:
         the run's result: every record (earlier runs' included) and every skipped input, in
         input order, and the report's path (None without overlays: the report shows them).
     """
+    out_dir, settings, notes = plan.out_dir, plan.settings, options.notes
     position = {name: i for i, name in enumerate(plan.names)}
     by_name = {r["name"]: r for r in plan.done}
     by_name.update({r["name"]: r for r in records})  # a retried image counts once
@@ -300,6 +365,7 @@ def finish_run(
     skipped_sorted = sorted(dict(skipped).items(), key=lambda s: where.get(s[0], len(where)))
     result = RunResult(out_dir, None, records=ordered, skipped=skipped_sorted)
     result.notes.extend(plan.notes)
+    result.notes.extend(dict.fromkeys(remarks))  # a remark repeated by a retried group, once
     result.resumed = len(set(r["name"] for r in plan.done) - set(r["name"] for r in records))
     result.layer = next((r["layer"] for r in ordered if r.get("layer")), None)
     csv_name = free_run_file(out_dir, "predictions.csv", plan.paths)
@@ -316,14 +382,14 @@ def finish_run(
     write_text(out_dir / csv_name, buffer.getvalue())
     if not settings.overlays:
         return result
-    shown = [ordered[i] for i in sample_indices(len(ordered), report_sample)]
+    shown = [ordered[i] for i in sample_indices(len(ordered), options.report_sample)]
     entries = [
         report_entry(
             r, settings, notes(plan.paths[position[r["name"]]]) if notes is not None else ""
         )
         for r in shown
     ]
-    details = [f"Model: {loaded.description}"]
+    details = [f"Model: {plan.model}"]
     if result.layer is not None:
         details.append(f"Explained layer: {result.layer}")
     details.append(
@@ -335,7 +401,7 @@ def finish_run(
         out_dir,
         entries,
         columns=report_columns(settings),
-        title=title,
+        title=options.title,
         details=details,
         skipped=skipped_sorted,
         cmap=settings.cmap,
