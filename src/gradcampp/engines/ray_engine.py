@@ -3,10 +3,11 @@
 The run is a Ray Data pipeline: a dataset of image groups (``batch_size`` images each, formed
 once on the driver, so a group is the same whenever it is retried) flows through
 ``map_batches`` into a fixed pool of actors (:class:`FileWorker`), each of which loads the
-model once and then reads, explains and writes its groups; only small records (the content of
-``NAME.json``) come back to the driver, which shows the progress and finally writes
-``predictions.csv`` and the report. Memory is bounded by the groups in flight, not by the data
-set.
+model once and then runs its groups through the three stages of ``gradcampp.stages`` (read,
+explain, write: the functions the local engine calls); only small records (the content of
+``NAME.json``) come back to the driver, which shows the progress and finishes the run as the
+local engine does (``engines.run.finish_run``: ``predictions.csv`` and the report). Memory is
+bounded by the groups in flight, not by the data set.
 
 A worker whose process dies is restarted by Ray (``max_restarts=-1``), and its group is tried
 again, at most ``GROUP_RETRIES`` more times (not Ray Data's default of for ever: a model that

@@ -190,7 +190,7 @@ def plan_run(
         plan.notes.append(
             f"{DATASET} holds {', '.join(map(repr, stray))}, which gradcampp did not write: "
             "pyarrow.parquet.read_table on the folder fails on it; "
-            "gradcampp.engines.parquet.read_dataset reads the part files only"
+            "gradcampp.parquet.read_dataset reads the part files only"
         )
     if previous is None:
         return plan
