@@ -45,6 +45,8 @@ def run_settings(loaded: LoadedModel, settings: Settings) -> dict[str, Any]:
     """The settings recorded in ``.gradcampp-run``: everything that decides an image's outputs."""
     values = asdict(settings)
     values.pop("batch_size")  # the maps do not depend on it
+    if settings.map_dtype == "float32":  # as recorded before maps could be stored in float16
+        values.pop("map_dtype")
     values["methods"] = list(settings.methods)
     pre = loaded.preprocess
     return {

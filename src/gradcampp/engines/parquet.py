@@ -17,8 +17,19 @@ Columns (one row per image):
   explained classes, same types.
 - ``map_shape`` (list<int32>): the shape of each map, ``[h, w]``, or ``[T, h, w]`` with
   ``--top-k``.
-- one column per method of the run, ``gradcampp`` and/or ``gradcam`` (list<float32>): the map,
-  row-major; ``map_of(row, method)`` gives it its shape.
+- one column per method of the run, ``gradcampp`` and/or ``gradcam``: the map, row-major. By
+  default (``--map-dtype float16``) it is list<float16> of the map divided by its scale, and a
+  column ``<method>_scale`` (list<float32>, one scale per map: ``T`` with ``--top-k``, else 1)
+  holds ``scale = max |map|``: the map is ``float32(values) * scale``, within ``2**-12`` of its
+  maximum (``gradcampp.maps``). With ``--map-dtype float32`` the column is list<float32> of the
+  map itself and there is no scale column. ``map_of(row, method)`` gives the float32 map in its
+  shape either way:
+
+      import pyarrow.parquet as pq
+      from gradcampp.engines.parquet import map_of
+
+      row = pq.read_table("out/explanations.parquet").to_pylist()[0]
+      small = map_of(row, "gradcampp")  # float32, shape row["map_shape"]
 
 The maps are at the explained layer's resolution (``h, w``: e.g. 7x7 for ResNet-50 at 224 px),
 the form to store and to upsample later with ``gradcampp.resize.resize`` (bicubic, then clip at
@@ -36,6 +47,7 @@ import numpy as np
 
 from gradcampp._files import write_atomically
 from gradcampp.engines.work import Settings
+from gradcampp.maps import from_half, half_with_scale
 from gradcampp.pipeline import result_file_names
 
 DATASET = "explanations.parquet"
@@ -57,6 +69,19 @@ def part_path(out_dir: Path, run_id: str, group: int) -> Path:
     return out_dir / DATASET / f"part-{run_id}-{group:06d}.parquet"
 
 
+def scale_column(method: str) -> str:
+    """The column of ``method``'s per-map scales (float16 maps only)."""
+    return f"{method}_scale"
+
+
+def map_columns(settings: Settings) -> list[str]:
+    """The columns that hold maps: one per method, and its scales with float16 maps."""
+    columns = list(settings.methods)
+    if settings.map_dtype == "float16":
+        columns += [scale_column(method) for method in settings.methods]
+    return columns
+
+
 def schema(settings: Settings) -> Any:
     """The ``pyarrow.Schema`` of the dataset (see the module docstring)."""
     pa = _pyarrow()
@@ -75,7 +100,11 @@ def schema(settings: Settings) -> Any:
         ("explained_probability", pa.list_(pa.float64())),
         ("map_shape", pa.list_(pa.int32())),
     ]
-    fields += [(method, pa.list_(pa.float32())) for method in settings.methods]
+    if settings.map_dtype == "float32":
+        fields += [(method, pa.list_(pa.float32())) for method in settings.methods]
+    else:
+        fields += [(method, pa.list_(pa.float16())) for method in settings.methods]
+        fields += [(scale_column(method), pa.list_(pa.float32())) for method in settings.methods]
     return pa.schema(fields)
 
 
@@ -107,7 +136,13 @@ def write_part(
         shape = first.shape if settings.top_k else first.shape[1:]
         values["map_shape"] = list(shape)
         for method in settings.methods:
-            values[method] = np.ascontiguousarray(maps[method], dtype=np.float32).ravel()
+            array = np.ascontiguousarray(maps[method], dtype=np.float32)  # (T, h, w)
+            if settings.map_dtype == "float32":
+                values[method] = array.ravel()
+            else:
+                half, scale = half_with_scale(array)
+                values[method] = half.ravel()
+                values[scale_column(method)] = scale.ravel()
         for key, value in values.items():
             columns[key].append(value)
     table = pa.table(columns, schema=schema(settings))
@@ -132,8 +167,14 @@ def record_files(name: str, settings: Settings, labels: Sequence[str]) -> dict[s
 
 
 def map_of(row: dict[str, Any], method: str) -> np.ndarray:
-    """The ``method`` map of a row (a dict, e.g. from ``table.to_pylist()``), shaped as stored."""
-    return np.asarray(row[method], dtype=np.float32).reshape(row["map_shape"])
+    """The ``method`` map of a row (a dict, e.g. from ``table.to_pylist()``), float32, shaped as
+    stored: ``(h, w)``, or ``(T, h, w)`` with ``--top-k`` (float16 values times their scale)."""
+    shape = [int(n) for n in row["map_shape"]]
+    scales = row.get(scale_column(method))
+    if scales is None:
+        return np.asarray(row[method], dtype=np.float32).reshape(shape)
+    values = np.asarray(row[method], dtype=np.float16).reshape(-1, *shape[-2:])
+    return from_half(values, np.asarray(scales, dtype=np.float32)).reshape(shape)
 
 
 def read_records(out_dir: Path, settings: Settings) -> list[dict[str, Any]]:
@@ -142,7 +183,8 @@ def read_records(out_dir: Path, settings: Settings) -> list[dict[str, Any]]:
     folder = out_dir / DATASET
     parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
     records = []
-    keep = [n for n in schema(settings).names if n not in settings.methods and n != "map_shape"]
+    leave_out = {*map_columns(settings), "map_shape"}
+    keep = [n for n in schema(settings).names if n not in leave_out]
     for part in parts:
         try:
             rows = pa.parquet.read_table(part, columns=keep).to_pylist()
