@@ -211,3 +211,20 @@ def test_plot_explanations_saves_with_its_colour_bar(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0
     matplotlib.pyplot.close(with_bar)
     matplotlib.pyplot.close(without)
+
+
+@pytest.mark.parametrize("cmap", ["inferno", "viridis", "jet"])
+def test_lookup_table_gives_matplotlibs_colours(cmap):
+    import matplotlib
+
+    from gradcampp.viz import colormap_lut
+
+    values = np.random.default_rng(0).random((64, 48))
+    values[0, :4] = [0.0, 1.0, 255 / 256, np.nextafter(255 / 256, 0)]  # bin edges
+    expected = np.asarray(matplotlib.colormaps[cmap](values)[..., :3], dtype=np.float32)
+    np.testing.assert_array_equal(colorize(values, cmap), expected)
+    single = values.astype(np.float32)  # float32 values: matplotlib given the same values
+    expected = np.asarray(matplotlib.colormaps[cmap](single)[..., :3], dtype=np.float32)
+    np.testing.assert_array_equal(colorize(single, cmap), expected)
+    assert colormap_lut(cmap) is colormap_lut(cmap)  # built once per name
+    assert colormap_lut(cmap).shape == (256, 3) and not colormap_lut(cmap).flags.writeable

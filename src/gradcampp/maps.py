@@ -7,7 +7,8 @@ for unnormalised networks), beyond float16's range (6e-8 to 65504), so a map ``m
 
 and read back as ``float32(values) * scale``. ``m / scale`` lies in ``[-1, 1]``, where float16's
 spacing is at most ``2**-11``: the largest error is half of that, ``2**-12 * scale`` (2.4e-4 of the
-map's maximum), whatever the magnitude, and float32 represents every scale from 1e-38 to 3e38.
+map's maximum; plus float32's rounding of the product, ``2**-24`` relative), whatever the
+magnitude, and float32 represents every scale from 1e-38 to 3e38.
 
 In a ``.npy`` file (``save_map``) the stored form is one structured array: fields ``scale``
 (``<f4``) and ``values`` (``<f2``, shape ``(H, W)``), with shape ``()`` for one map and ``(T,)``
