@@ -43,27 +43,38 @@ def check_map_dtype(map_dtype: str) -> str:
     return map_dtype
 
 
+def _scales(array: np.ndarray) -> np.ndarray:
+    """float32 ``max |m|`` of each map of ``(..., H, W)`` (1 for a map of zeros); ValueError for
+    NaN or Inf (both reach the maximum or the minimum)."""
+    if array.ndim < 2:
+        raise ValueError(f"maps must have shape (..., H, W), got {array.shape}")
+    if not array.size:
+        return np.ones(array.shape[:-2], dtype=np.float32)
+    peak = np.maximum(array.max(axis=(-2, -1)), -array.min(axis=(-2, -1)))
+    if not np.isfinite(peak).all():
+        raise ValueError("maps contain NaN or Inf")
+    return np.where(peak > 0, peak, np.float32(1.0)).astype(np.float32)
+
+
+def _halve_into(array: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """``out = float16(array / scale)``: the quotient rounded to float32, then to float16 (at most
+    ``2**-12 + 2**-25`` from ``m / scale``), in one pass."""
+    np.divide(array, scale[..., None, None], out=out, casting="unsafe")
+
+
 def half_with_scale(maps: Any) -> tuple[np.ndarray, np.ndarray]:
     """Maps ``(..., H, W)`` -> float16 values ``(..., H, W)`` and float32 scales ``(...)``.
 
     ``scale = max |m|`` over each map's ``H x W`` values (1 where a map is all zeros) and
-    ``values = float16(m / scale)`` (the quotient rounded to float32, then to float16: at most
-    ``2**-12 + 2**-25`` from ``m / scale``).
+    ``values = float16(m / scale)``.
 
     Raises:
         ValueError: for fewer than two axes, or NaN or infinite values.
     """
     array = np.asarray(maps, dtype=np.float32)
-    if array.ndim < 2:
-        raise ValueError(f"maps must have shape (..., H, W), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("maps contain NaN or Inf")
-    if array.size:
-        peak = np.maximum(array.max(axis=(-2, -1)), -array.min(axis=(-2, -1)))
-    else:
-        peak = np.ones(array.shape[:-2], dtype=np.float32)
-    scale = np.where(peak > 0, peak, np.float32(1.0)).astype(np.float32)
-    values = (array / scale[..., None, None]).astype(np.float16)
+    scale = _scales(array)
+    values = np.empty(array.shape, dtype=np.float16)
+    _halve_into(array, scale, values)
     return values, scale
 
 
@@ -79,11 +90,11 @@ def pack(maps: Any, map_dtype: str = DEFAULT_MAP_DTYPE) -> np.ndarray:
     array = np.ascontiguousarray(maps, dtype=np.float32)
     if map_dtype == "float32":
         return array
-    values, scale = half_with_scale(array)
+    scale = _scales(array)
     record = np.dtype([("scale", "<f4"), ("values", "<f2", array.shape[-2:])])
     packed = np.empty(array.shape[:-2], dtype=record)
     packed["scale"] = scale
-    packed["values"] = values
+    _halve_into(array, scale, packed["values"])
     return packed
 
 
