@@ -5,9 +5,9 @@ its threads wait for each other at every operator's barrier, and a run can be se
 slower with all cores than with one: on a shared 2-core machine, ResNet-18 explained a batch of 8
 in 0.94 s with one thread and 2.94 s with two (load average 10;
 ``benchmarks/results/threads_busy.md``). An idle machine gains from every core. Which is faster
-is therefore measured, not assumed: the local engine times one group of images with the default number of threads and one with a single thread
-(after a first, unmeasured group that warms up), then keeps the faster for the rest of the run,
-and restores PyTorch's setting at the end.
+is therefore measured, not assumed: the local engine times one group of images with the default
+number of threads and one with a single thread (after a first, unmeasured group that warms up),
+then keeps the faster for the rest of the run, and restores PyTorch's setting at the end.
 
 The choice is left alone when the user made it: with ``OMP_NUM_THREADS`` set in the environment,
 or a ``threads`` count given to the engine.
