@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from gradcampp.images import Preprocess, read_image, read_view  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline_stages.md"
 N_IMAGES = 16  # explained once (two groups of 8), written REPEATS times in each way
-REPEATS = 3
+REPEATS = 5
 #: A GPU's images/s, from timm's published inference benchmark (RTX 4090, AMP, batch 1024,
 #: PyTorch 2.4, CUDA 12.4: huggingface/pytorch-image-models,
 #: results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv, ``infer_samples_per_sec`` at 224 px).
@@ -117,6 +117,17 @@ def cpu_seconds(call: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired(before: Callable[[], Any], now: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median CPU times of ``before`` and ``now``, measured alternately (load drifts cancel)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for call, spent in ((before, times[0]), (now, times[1])):
+            start = time.process_time()
+            call()
+            spent.append(time.process_time() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def read_rows(work: Path, pre: Preprocess) -> tuple[list[str], dict[str, float]]:
     cases = {
         "12 MP JPEG (4000x3000), smooth": ("big-smooth.jpg", photo(4000, 3000, 1, 2.0), 5),
@@ -129,8 +140,9 @@ def read_rows(work: Path, pre: Preprocess) -> tuple[list[str], dict[str, float]]
         path = work / name
         Image.fromarray(pixels).save(path, quality=90)
         read_view(path, pre), old_view(pre, path)  # warm-up
-        before = cpu_seconds(lambda path=path: old_view(pre, path), repeats)
-        now = cpu_seconds(lambda path=path: read_view(path, pre), repeats)
+        before, now = paired(
+            lambda path=path: old_view(pre, path), lambda path=path: read_view(path, pre), repeats
+        )
         difference = np.abs(read_view(path, pre).astype(int) - old_view(pre, path)).mean()
         rows.append(
             f"| read {label} | {1000 * before:.1f} | {1000 * now:.1f} | "
@@ -166,30 +178,30 @@ def write_rows(
                 if not options:
                     explain_time += time.process_time() - start
             found_by_mode[str(settings.layer_resolution)] = found
-        results = {}
+        writers = {}
         for way, map_dtype in (("before", "float32"), ("now", "float16")):
             work_way = ImageWork(loaded, Settings(batch_size=8, map_dtype=map_dtype, **options))
             work_way.layer = "layer4"
 
             def write_all(
-                out: Path, work_way: ImageWork = work_way, found: list[Any] = found
+                way: str = way, work_way: ImageWork = work_way, found: list[Any] = found
             ) -> None:
+                out = work / "out" / way
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
-                for g in range(0, N_IMAGES, 8):
-                    group = [(paths[i], f"photo-{i:02d}", views[i]) for i in range(g, g + 8)]
-                    part = out / "explanations.parquet" / f"part-{g}.parquet"
-                    work_way.write(group, found[g : g + 8], out, part)
+                with earlier_writer() if way == "before" else nullcontext():
+                    for g in range(0, N_IMAGES, 8):
+                        group = [(paths[i], f"photo-{i:02d}", views[i]) for i in range(g, g + 8)]
+                        part = out / "explanations.parquet" / f"part-{g}.parquet"
+                        work_way.write(group, found[g : g + 8], out, part)
 
-            out = work / "out" / way
-            if way == "before":
-                with earlier_writer():
-                    write_all(out)  # warm-up
-                    seconds = cpu_seconds(lambda out=out: write_all(out), REPEATS)
-            else:
-                write_all(out)
-                seconds = cpu_seconds(lambda out=out: write_all(out), REPEATS)
-            results[way] = (seconds / N_IMAGES, folder_bytes(out) / N_IMAGES)
+            write_all()  # warm-up
+            writers[way] = write_all
+        seconds = paired(writers["before"], writers["now"], REPEATS)
+        results = {
+            way: (spent / N_IMAGES, folder_bytes(work / "out" / way) / N_IMAGES)
+            for way, spent in zip(("before", "now"), seconds, strict=True)
+        }
         (t_before, b_before), (t_now, b_now) = results["before"], results["now"]
         rows.append(
             f"| write {label} | {1000 * t_before:.1f} | {1000 * t_now:.1f} | "
