@@ -326,8 +326,9 @@ ENGINE_HELP = """engines:
   local                    this process (default)
   ray                      a Ray cluster (pip install ".[ray]" in a gradcampp checkout): one
                            model per worker, images streamed through Ray Data; without
-                           --address a local Ray is started for the run with --workers CPUs.
-                           The same files as local."""
+                           --address a local Ray is started for the run with --workers CPUs
+                           (RAY_ADDRESS, when set, is joined instead). The request is checked
+                           against the cluster before anything starts. The same files as local."""
 
 
 def _add_engine_options(explain: argparse.ArgumentParser) -> None:
