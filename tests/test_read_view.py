@@ -158,9 +158,9 @@ print("RESULT " + json.dumps([int(view[..., 0].sum()), status("VmHWM:")]))
 
 @pytest.mark.slow
 def test_sixteen_bit_grey_png_decodes_within_an_eight_bit_budget(tmp_path):
-    # 10000 x 9999 16-bit grey: 200 MB decoded. The limit on the child's address space is
-    # 400 MB above what it holds after reading a small image: less than the decoded image as
-    # 8-bit RGB (300 MB) plus one float copy, far less than the 4 GB the float64 path took.
+    # 10000 x 9999 16-bit grey: 200 MB decoded. The child's address space may grow by 400 MB
+    # after reading a small image: about what the same image as 8-bit RGB needs (300 MB decoded,
+    # plus the view), a tenth of the 4 GB that converting through float64 copies took.
     values = np.zeros((9999, 10000), np.uint16)
     values[::7, ::3] = 40000
     Image.fromarray(values).save(tmp_path / "g16.png", compress_level=1)
