@@ -2,18 +2,21 @@
 
 Each input is read (``stages.read``) as the loop reaches it; every ``batch_size`` views go through
 the explain stage (``stages.explain``) and then the write stage (``stages.write``), so memory is
-bounded by one group. The run is planned and finished as on every engine (``engines.run``).
+bounded by one group. The run is planned and finished as on every engine (``engines.run``), and
+PyTorch's thread count is chosen by measuring (``engines.threads``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gradcampp.engines.run import RunOptions, RunResult, finish_run, plan_run, progress_bar
+from gradcampp.engines.threads import chosen_threads
 from gradcampp.images import ImageReadError
 from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import display_path
@@ -30,6 +33,8 @@ def run_local(
     out_dir: Path,
     settings: Settings,
     options: RunOptions | None = None,
+    *,
+    threads: int | None = None,
 ) -> RunResult:
     """Explain ``paths`` with ``loaded`` in this process and write every output file.
 
@@ -40,6 +45,9 @@ def run_local(
         out_dir: the output directory (created if needed).
         settings: what to compute and write.
         options: resume, report sample, title, notes, progress bar (default: ``RunOptions()``).
+        threads: PyTorch threads for the run; None: measured (``gradcampp.engines.threads``:
+            one thread or PyTorch's default, whichever explains the first groups faster),
+            unless ``OMP_NUM_THREADS`` is set. PyTorch's own setting is restored at the end.
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
@@ -63,26 +71,29 @@ def run_local(
         if not pending:
             return
         part = part_path(out_dir, plan.run_id, groups) if settings.format == "parquet" else None
-        found = explain([view for _, _, view in pending])
-        done = write_group(
-            pending, found, out_dir, settings, loaded=loaded, layer=explain.layer, part=part
-        )
+        with choice.group(len(pending)) if choice is not None else nullcontext():
+            found = explain([view for _, _, view in pending])
+            done = write_group(
+                pending, found, out_dir, settings, loaded=loaded, layer=explain.layer, part=part
+            )
         records.extend(done.records)
         skipped.extend(done.skipped)
         bar.update(len(pending))
         pending.clear()
         groups += 1
 
-    try:
-        for path, view in read_views(todo, loaded.preprocess, remarks):
-            if isinstance(view, ImageReadError):
-                skipped.append((display_path(path), view.reason))
-                bar.update(1)
-                continue
-            pending.append((path, names[path], view))
-            if len(pending) == settings.batch_size:
-                flush()
-        flush()
-    finally:
-        bar.close()
+    torch_model = loaded.framework == "torch"
+    with chosen_threads(threads) if torch_model else nullcontext() as choice:
+        try:
+            for path, view in read_views(todo, loaded.preprocess, remarks):
+                if isinstance(view, ImageReadError):
+                    skipped.append((display_path(path), view.reason))
+                    bar.update(1)
+                    continue
+                pending.append((path, names[path], view))
+                if len(pending) == settings.batch_size:
+                    flush()
+            flush()
+        finally:
+            bar.close()
     return finish_run(plan, records, skipped, options, remarks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradcampp.explainers import GradCAM, GradCAMPP
+from gradcampp.maps import DEFAULT_MAP_DTYPE, check_map_dtype
 
 METHODS: dict[str, tuple[type[GradCAM], str]] = {
     "gradcampp": (GradCAMPP, "Grad-CAM++"),
@@ -36,6 +37,8 @@ class Settings:
         format: ``"files"`` (a ``.npy`` and a ``.json`` per image) or ``"parquet"`` (rows of a
             Parquet dataset, see ``gradcampp.parquet``).
         full_size: Parquet maps at the input's resolution instead of the layer's.
+        map_dtype: how maps are stored in ``.npy`` files and Parquet rows: ``"float16"`` values
+            with a float32 scale per map (half the bytes; ``gradcampp.maps``) or ``"float32"``.
     """
 
     methods: tuple[str, ...] = ("gradcampp",)
@@ -49,8 +52,10 @@ class Settings:
     overlays: bool = True
     format: str = "files"
     full_size: bool = False
+    map_dtype: str = DEFAULT_MAP_DTYPE
 
     def __post_init__(self) -> None:
+        check_map_dtype(self.map_dtype)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"methods must be among {sorted(METHODS)}, got {list(self.methods)}")

@@ -6,8 +6,10 @@ For each explained image ``NAME.ext`` (``NAME`` made unique within the run, see
 - ``NAME.input.png``: the image as the model saw it (resized/cropped);
 - ``NAME.<method>.png``: the overlay of each method (``gradcampp``, ``gradcam``), or with several
   targets ``NAME.<method>.<rank>-<class>.png``;
-- ``NAME.<method>.npy``: the raw float32 map at the model's input resolution, ``(H, W)``, or
-  ``(T, H, W)`` for ``T`` explained classes;
+- ``NAME.<method>.npy``: the raw map at the model's input resolution, ``(H, W)``, or
+  ``(T, H, W)`` for ``T`` explained classes: float16 values with a float32 scale per map by
+  default, plain float32 with ``map_dtype="float32"`` (``gradcampp.maps``; read either with
+  ``gradcampp.maps.load_map``);
 - ``NAME.json``: the input path (relative to the output directory), the top classes with
   probabilities, the explained classes (with both methods, each with the ``disagreement`` of its
   two maps, ``gradcampp.disagreement``) and the files written.
@@ -34,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._files import write_atomically, write_text
+from gradcampp._files import write_text
 from gradcampp.disagreement import disagreement
 from gradcampp.images import save_png
+from gradcampp.maps import DEFAULT_MAP_DTYPE, save_map
 from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import (
     add_to_manifest,
@@ -78,9 +81,9 @@ def method_disagreements(maps: dict[str, np.ndarray]) -> list[float | None] | No
     return [disagreement(a, b) for a, b in zip(maps["gradcampp"], maps["gradcam"], strict=True)]
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as a ``.npy`` file, atomically (``_files.write_atomically``)."""
-    write_atomically(path, lambda file: np.save(file, array))
+def save_npy(path: Path, array: np.ndarray, map_dtype: str = "float32") -> None:
+    """Write maps ``array`` as a ``.npy`` file, atomically (``gradcampp.maps.save_map``)."""
+    save_map(path, array, map_dtype)
 
 
 def write_image_results(
@@ -99,6 +102,7 @@ def write_image_results(
     note: str = "",
     overlays: bool = True,
     per_image_files: bool = True,
+    map_dtype: str = DEFAULT_MAP_DTYPE,
 ) -> ImageResults:
     """Write one image's files (module docstring), each atomically; return what was written.
 
@@ -111,6 +115,7 @@ def write_image_results(
         overlays: write the pictures (``NAME.input.png`` and the overlays); per_image_files:
             write ``NAME.<method>.npy`` and ``NAME.json`` (False: the caller stores the maps and
             the record elsewhere, e.g. in Parquet).
+        map_dtype: how ``NAME.<method>.npy`` stores the maps (``gradcampp.maps``).
 
     Raises:
         OSError: when a file cannot be written; the files of this image written so far are
@@ -148,7 +153,9 @@ def write_image_results(
         for method in methods:
             per_image = found.maps[method]  # (T, H, W)
             if per_image_files:
-                save_npy(claim(files[method]["map"]), per_image if several else per_image[0])
+                save_npy(
+                    claim(files[method]["map"]), per_image if several else per_image[0], map_dtype
+                )
             if not overlays:
                 continue
             for t, (png, c) in enumerate(
@@ -299,6 +306,7 @@ def write_group(
                 alpha=s.alpha,
                 overlays=s.overlays,
                 per_image_files=s.format == "files",
+                map_dtype=s.map_dtype,
             )
         except OSError as error:
             reason = f"cannot write its results ({error.strerror or error})"
