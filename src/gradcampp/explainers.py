@@ -30,8 +30,8 @@ class GradCAM:
 
     Args:
         model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs, or a Keras 3 ``keras.Model``
-            (TensorFlow backend) taking channels-last ``(N, *S, C)`` inputs; 1, 2 or 3 spatial
-            dimensions.
+            (on TensorFlow, JAX or PyTorch) taking channels-last ``(N, *S, C)`` inputs; 1, 2 or 3
+            spatial dimensions.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
             layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits
             before a softmax (xplique's ``-2``).
@@ -130,8 +130,9 @@ class GradCAM:
         Returns:
             float32 maps ``(N, *S)``, or ``(N, T, *S)`` for ``TopK``/``Classes`` targets, in the
             framework and on the device of ``inputs`` (NumPy for NumPy inputs). Keras models
-            always give a ``tf.Tensor``, with a trailing channel axis as xplique does:
-            ``(N, *S, 1)``, or ``(N, T, *S, 1)``. Never NaN or Inf; never negative except under
+            give a trailing channel axis as xplique does, ``(N, *S, 1)`` or ``(N, T, *S, 1)``: a
+            ``tf.Tensor`` on TensorFlow, a tensor of the backend (NumPy for NumPy inputs) on JAX
+            and PyTorch. Never NaN or Inf; never negative except under
             ``variant="xplique"``.
 
         Raises:

@@ -243,8 +243,8 @@ class KerasBase:
                 raise ValueError(f"{what} {layer.name!r} is not a layer of the model")
             return self._check_format(layer, what)
         raise TypeError(
-            f"{what} must be None, a layer name (str, also of an operation), an index into model.layers "
-            f"(int), a keras layer or operation, or a tensor of the model's graph "
+            f"{what} must be None, a layer name (str, also of an operation), an index into "
+            "model.layers (int), a keras layer or operation, or a tensor of the model's graph "
             f"(keras.KerasTensor), got {type(layer).__name__}"
         )
 

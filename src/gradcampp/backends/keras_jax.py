@@ -104,7 +104,7 @@ class KerasJaxBackend(KerasBase):
                 self._compiled[key] = (jax.jit(run), outputs)
             function, outputs = self._compiled[key]
             plan.check_outputs(outputs)
-            return function(trainable, non_trainable, x, *chosen)  # type: ignore[no-any-return]
+            return function(trainable, non_trainable, x, *chosen)
 
     def _forward(
         self, layer: Any, trainable: Any, non_trainable: Any, x: Any, delta: Any
