@@ -37,7 +37,7 @@ pytestmark = [
 
 
 def _command(backend: str, directory: Path) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
     out = directory / f"{backend}.npz"
     return [sys.executable, str(RUNNER), str(directory), str(out)], env
