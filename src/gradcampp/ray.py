@@ -6,7 +6,7 @@
 - :func:`explain_files`: the whole command-line job (read, explain, write ``.npy``/Parquet,
   pictures, ``predictions.csv``, the report) from Python, on a Ray cluster or in this process.
 
-Needs Ray Data (``pip install "gradcampp[ray]"``).
+Needs Ray Data (``pip install ".[ray]"`` in a gradcampp checkout).
 
 Example:
     >>> import ray

@@ -99,7 +99,9 @@ def cubic_taps(
         n_in: input length (>= 1).
         n_out: output length (>= 1).
         kernel_table: reproduce TensorFlow's float32 weight table instead of the exact kernel.
-        start, stop: the output samples wanted (default: all, ``0:n_out``).
+        start: the first output sample wanted (default 0).
+        stop: one past the last output sample wanted (default None: ``n_out``, so with
+            ``start=0`` every sample).
 
     Returns:
         ``first``: int64 ``(m,)``, the index of each sample's first tap (may lie outside the

@@ -45,7 +45,7 @@ def import_ray() -> Any:
         import ray.data
     except ImportError as error:
         raise ImportError(
-            f'--engine ray needs Ray Data: pip install "gradcampp[ray]" ({error})'
+            f'--engine ray needs Ray Data: pip install ".[ray]" in a gradcampp checkout ({error})'
         ) from error
     return ray
 
