@@ -265,6 +265,7 @@ def main() -> None:
         print(table)
         output = args.output or BACKENDS_RESULT
         command = "PYTHONPATH=src python benchmarks/keras_speed.py --backends"
+        command += f" --repeats {args.repeats} --warmup {args.warmup}"
         output.write_text(f"Command: `{command}`\n\n" + table)
         return
     args.output = args.output or RESULT
