@@ -160,9 +160,9 @@ def show_cam_on_image(
         raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
     if mask.shape != img.shape[:2]:
         raise ValueError(f"mask must have the image's shape {img.shape[:2]}, got {mask.shape}")
-    heatmap = _heatmap_bgr(np.uint8(255 * mask), colormap)
+    heatmap = _heatmap_bgr((255 * mask).astype(np.uint8), colormap)
     if use_rgb:
         heatmap = heatmap[..., ::-1]
     blend = (1 - image_weight) * (np.float32(heatmap) / 255) + image_weight * img
     blend = blend / np.max(blend)
-    return np.uint8(255 * blend)
+    return np.asarray(255 * blend).astype(np.uint8)
