@@ -248,6 +248,7 @@ def test_target_objects_score_one_sample_as_theirs_do():
     pairs = [
         ("ClassifierOutputTarget", (3,)),
         ("ClassifierOutputSoftmaxTarget", (4,)),
+        ("ClassifierOutputReST", (5,)),
         ("BinaryClassifierOutputTarget", (0,)),
         ("BinaryClassifierOutputTarget", (1,)),
         ("RawScoresOutputTarget", ()),
@@ -276,6 +277,19 @@ def test_target_objects_score_one_sample_as_theirs_do():
         torch.testing.assert_close(mine, theirs)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "scores": torch.zeros(0)}
     assert our_targets.FasterRCNNBoxScoreTarget([1], np.ones((1, 4)))(empty).tolist() == [0.0]
+
+
+def test_eigen_projection_equals_theirs():
+    svd = pytest.importorskip("pytorch_grad_cam.utils.svd_on_activations")
+    from gradcampp.pytorch_grad_cam.utils import get_2d_projection
+
+    weighted = np.random.default_rng(8).standard_normal((3, 16, 5, 6)).astype(np.float32)
+    weighted[0, 2, 1, 1] = np.nan  # read as 0 by both
+    copy = weighted.copy()
+    mine = get_2d_projection(weighted)
+    np.testing.assert_array_equal(np.isnan(weighted), np.isnan(copy))  # input not modified
+    np.testing.assert_allclose(mine, svd.get_2d_projection(weighted), rtol=0, atol=1e-5)
+    assert mine.dtype == np.float32 and mine.shape == (3, 5, 6)
 
 
 def _hook_count(model: torch.nn.Module) -> int:

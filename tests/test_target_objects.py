@@ -161,3 +161,18 @@ def test_reproducing_variant_resizes_bilinearly():
     assert low.shape == (2, 5, 5) and float(low.max()) > 0
     expected = torch.nn.functional.interpolate(low[:, None], (40, 40), mode="bilinear")[:, 0]
     torch.testing.assert_close(high, expected)
+
+
+@pytest.mark.slow
+def test_keras_models_take_target_objects_too():
+    """Per-sample callables reach the Keras backend as callables, not as predicted classes."""
+    pytest.importorskip("keras")
+    from keras_helpers import gap_model
+
+    model = gap_model()
+    x = np.random.default_rng(4).random((2, 9, 11, 3), dtype=np.float32)
+    by_objects = GradCAMPP(model).explain(x, [lambda row: row[1], lambda row: row[3]])
+    by_indices = GradCAMPP(model).explain(x, np.array([1, 3]))
+    predicted = GradCAMPP(model).explain(x)
+    np.testing.assert_allclose(np.asarray(by_objects), np.asarray(by_indices), rtol=1e-6)
+    assert not np.allclose(np.asarray(by_objects), np.asarray(predicted))

@@ -177,7 +177,8 @@ def first_component_map(weighted: Any) -> Any:
     Returns:
         float32 maps ``(N, *S)``.
     """
-    weighted = np.nan_to_num(np.asarray(weighted), nan=0.0)
+    weighted = np.asarray(weighted)
+    weighted = np.where(np.isnan(weighted), 0, weighted).astype(weighted.dtype, copy=False)
     n, k, *spatial = weighted.shape
     maps = np.empty((n, *spatial), dtype=np.float32)
     for i in range(n):

@@ -120,9 +120,10 @@ def _class_indices(value: Any, what: str) -> np.ndarray:
 class TargetPlan:
     """A parsed ``targets`` argument for ``n`` samples.
 
-    Exactly one of ``indices`` ``(n, T)``, ``weights`` ``(n, K)``, ``top_k``, ``score_fn`` or
-    ``per_sample`` (``n`` callables on one sample's output each) is set; ``top_k = 1`` alone means
-    "the predicted class".
+    Exactly one of ``indices`` ``(n, T)``, ``weights`` ``(n, K)``, ``top_k`` or ``score_fn`` is
+    set; ``top_k = 1`` alone means "the predicted class". ``per_sample`` (``n`` callables on one
+    sample's output each) comes with ``score_fn`` set to their whole-batch equivalent, so that a
+    backend that tells callables from class targets by ``score_fn`` treats it as one.
     """
 
     n: int
@@ -176,11 +177,11 @@ class TargetPlan:
 
         ``stop`` None means up to the last sample (a traced graph, whose batch size is symbolic).
         """
+        if self.per_sample is not None:
+            return _per_sample_scores(self.per_sample[start:stop], outputs)
         if self.score_fn is not None:
             count = outputs.shape[0] - start if stop is None else stop - start
             return _callable_scores(self.score_fn, outputs, count)
-        if self.per_sample is not None:
-            return _per_sample_scores(self.per_sample[start:stop], outputs)
         outputs = class_scores(outputs)
         if len(outputs.shape) >= 3:
             return self._dense_scores(outputs, start, stop)
@@ -229,6 +230,16 @@ def _per_sample_scores(targets: tuple[Callable[[Any], Any], ...], outputs: Any) 
         scores.append(score)
     xp = namespace(*scores)
     return xp.reshape(xp.concat([xp.reshape(score, (1,)) for score in scores]), (-1, 1))
+
+
+@dataclass(frozen=True)
+class _PerSampleScores:
+    """Target objects as one callable ``outputs -> (N,)`` on a whole batch's outputs."""
+
+    targets: tuple[Callable[[Any], Any], ...]
+
+    def __call__(self, outputs: Any) -> Any:
+        return _per_sample_scores(self.targets, outputs)[:, 0]
 
 
 def _callable_scores(score_fn: Callable[[Any], Any], outputs: Any, n: int) -> Any:
@@ -339,7 +350,10 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
             raise ValueError(
                 f"targets holds {len(targets)} target objects for {n} inputs; give one per input"
             )
-        return TargetPlan(n, multi=False, per_sample=tuple(targets))
+        per_sample = tuple(targets)
+        return TargetPlan(
+            n, multi=False, score_fn=_PerSampleScores(per_sample), per_sample=per_sample
+        )
     if isinstance(targets, Classes):
         indices = _class_indices(targets.indices, "Classes(indices)")
         if indices.ndim == 1:

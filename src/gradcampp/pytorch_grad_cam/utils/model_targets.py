@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "BinaryClassifierOutputTarget",
+    "ClassifierOutputReST",
     "ClassifierOutputSoftmaxTarget",
     "ClassifierOutputTarget",
     "FasterRCNNBoxScoreTarget",
@@ -55,6 +56,21 @@ class ClassifierOutputSoftmaxTarget:
         if model_output.ndim == 1:
             return probabilities[self.category]
         return probabilities[:, self.category]
+
+
+class ClassifierOutputReST:
+    """The logit of ``category`` minus the cross-entropy loss of that class.
+
+    ``s_c - CE(s, c) = 2 s_c - logsumexp(s)`` for one sample's scores ``s`` ``(n_classes,)``; on
+    a batch ``(N, n_classes)``, one value per row.
+    """
+
+    def __init__(self, category: int):
+        self.category = category
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        chosen = model_output[..., self.category]
+        return 2 * chosen - torch.logsumexp(model_output, dim=-1)
 
 
 class BinaryClassifierOutputTarget:
