@@ -9,7 +9,7 @@ the script prints one Markdown table row per network:
   scaled to unit length, ``u_eps`` with pytorch-grad-cam's ``1e-6`` in the denominator of Eq. 19
   and ``u`` without (a change of direction, not of scale), median over images;
 - ``epsilon only``: the largest difference between the two maps after pytorch-grad-cam's own
-  post-processing (min-max scaling to ``[0, 1]``, bilinear resize), maximum over images;
+  post-processing (scaling to ``[0, 1]``, bilinear resize, scaling again), maximum over images;
 - ``same peak``: share of images whose two maps peak within 2 pixels of each other;
 - ``drop-in vs pytorch-grad-cam``: the largest difference between the maps of
   ``gradcampp.pytorch_grad_cam.GradCAMPlusPlus`` (default variant) and of pytorch-grad-cam 1.5.7
@@ -76,7 +76,8 @@ def row(arch: str, n: int, size: int, seed: int) -> list[str]:
     maps = []
     for weights in (with_eps, exact):
         cam = np.maximum(np.einsum("nk,nk...->n...", weights, acts), 0)
-        maps.append(scale_cam_image(cam, (size, size)))
+        # pytorch-grad-cam's post-processing: scaled, resized, scaled again (as for one layer)
+        maps.append(scale_cam_image(scale_cam_image(cam, (size, size))))
     epsilon_only = np.abs(maps[0] - maps[1]).max()
     same_peak = (np.abs(_peak(maps[0]) - _peak(maps[1])).max(axis=1) <= 2).mean()
 

@@ -338,7 +338,7 @@ def test_paper_variant_changes_the_weights_only_by_the_epsilon_and_resize():
 
     raw = GradCAMPP(model, conv_layer=model.layer4[-1]).explain(x).numpy()
     low = raw.min(axis=(1, 2), keepdims=True)
-    expected = (raw - low) / (1e-7 + (raw - low).max(axis=(1, 2), keepdims=True))
+    expected = (raw - low) / (raw - low).max(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(exact, expected, atol=1e-5)
     assert np.abs(exact - reproduced).max() > 1e-3  # the epsilon and the resize do matter
 

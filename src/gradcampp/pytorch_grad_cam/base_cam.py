@@ -6,9 +6,11 @@ One call, for inputs ``(N, C, H, W)`` and ``L`` target layers:
    activations ``A`` ``(N, K, h, w)`` and the gradients ``g`` of each sample's target score;
 2. the layer's map is ``relu(sum_k w_k A^k)`` (or, with ``eigen_smooth``, ``relu`` of the
    projection of ``w_k A^k`` on its first principal component, ``formulas.first_component_map``);
-3. ``variant="pytorch-grad-cam"``: each map is min-max scaled, ``m <- (m - min m) / (1e-7 +
-   max(m - min m))``, then resized to ``(H, W)`` with linear interpolation (OpenCV's bilinear);
-   ``variant="paper"``: resized bicubically and clipped at 0, then scaled;
+3. ``variant="pytorch-grad-cam"``: each map is min-max scaled as pytorch-grad-cam scales it,
+   ``m <- (m - min m) / (1e-7 + max(m - min m))``, then resized to ``(H, W)`` with linear
+   interpolation (OpenCV's bilinear); ``variant="paper"``: resized bicubically and clipped at 0,
+   then scaled exactly, ``(m - min m) / (max m - min m)`` (0 for a constant map: the ``1e-7``
+   above dominates maps whose range is below about ``1e-6``, as on some untrained networks);
 4. the ``L`` maps of a sample are averaged and the mean is scaled again.
 
 With ``aug_smooth`` the whole call runs on six copies of the inputs (not flipped and flipped
@@ -52,8 +54,9 @@ class BaseCAM:
             applied to activations and gradients (transformers); without it, tokens and
             channels-last outputs are laid on the input's grid when only one reading fits.
         variant: ``"pytorch-grad-cam"`` (default): pytorch-grad-cam 1.5.7's numbers (its
-            Grad-CAM++ epsilon, its bilinear resize); ``"paper"``: the exact Grad-CAM++ weights of
-            the paper (Eq. 19) and bicubic upsampling, still scaled to ``[0, 1]``.
+            Grad-CAM++ epsilon, its bilinear resize, its scaling); ``"paper"``: the exact
+            Grad-CAM++ weights of the paper (Eq. 19), bicubic upsampling and exact min-max
+            scaling to ``[0, 1]``.
 
     Attributes:
         outputs: the model's outputs of the latest call (of its last pass), detached.
@@ -144,7 +147,16 @@ class BaseCAM:
             for explainer in self._explainers
         ]
         mean = np.mean(np.stack(per_layer, axis=1), axis=1)
-        return scale_cam_image(mean)
+        return self._scale(mean)
+
+    def _scale(self, maps: np.ndarray) -> np.ndarray:
+        """Each map scaled to ``[0, 1]``: as pytorch-grad-cam does, or exactly (``"paper"``)."""
+        if self.variant == "pytorch-grad-cam":
+            return scale_cam_image(maps)
+        axes = tuple(range(1, maps.ndim))
+        shifted = maps - maps.min(axis=axes, keepdims=True)
+        spread = shifted.max(axis=axes, keepdims=True)
+        return np.where(spread > 0, shifted / np.where(spread > 0, spread, 1), 0).astype(np.float32)
 
     def forward_augmentation_smoothing(
         self,
@@ -201,8 +213,7 @@ class BaseCAM:
         size = batch.spatial
         if self.variant == "pytorch-grad-cam":
             return scale_cam_image(cam, tuple(reversed(size)))
-        upsampled = np.maximum(resize(cam, size), 0)
-        return scale_cam_image(upsampled)
+        return self._scale(np.maximum(resize(cam, size), 0))
 
     def __enter__(self) -> BaseCAM:
         return self
