@@ -143,13 +143,13 @@ def test_named_layer_with_a_one_by_one_output_warns_and_gives_their_constant_map
 )
 def test_aug_and_eigen_smooth_equal_pytorch_grad_cam(method, aug_smooth, eigen_smooth, kind):
     model = _model("resnet18")
-    x = torch.randn(2, 3, 128, 96, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(3))
     layers = [model.layer4[-1]]
     with getattr(ours, method)(model=model, target_layers=layers) as cam:
         mine = cam(x, _targets(kind, 2, our_targets), aug_smooth, eigen_smooth)
     with getattr(pgc, method)(model=model, target_layers=layers) as cam:
         theirs = cam(x, _targets(kind, 2, pgc_targets), aug_smooth, eigen_smooth)
-    assert mine.shape == (2, 128, 96) and float(mine.max()) > 0.5
+    assert mine.shape == (2, 96, 64) and float(mine.max()) > 0.3  # a mean of six [0, 1] maps
     _compare(mine, theirs, SMOOTH_TOLERANCE)
 
 
