@@ -146,7 +146,9 @@ def smooth_gradcampp_weights(acts: Any, d1: Any, d2: Any, d3: Any) -> Any:
 
     Args:
         acts: activations of the clean input ``(N, K, *S)``.
-        d1, d2, d3: means of ``g``, ``g^2`` and ``g^3`` over the noisy copies, ``(N, T, K, *S)``.
+        d1: the mean of ``g`` over the noisy copies, ``(N, T, K, *S)``.
+        d2: the mean of ``g^2``, ``(N, T, K, *S)``.
+        d3: the mean of ``g^3``, ``(N, T, K, *S)``.
 
     Returns:
         weights ``(N, T, K)``, with the dtype of ``d1``.

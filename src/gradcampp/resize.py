@@ -112,7 +112,8 @@ def cubic_taps(
         n_in: input length (>= 1).
         n_out: output length (>= 1).
         kernel_table: reproduce TensorFlow's float32 weight table instead of the exact kernel.
-        start, stop: the output samples wanted (default: all, ``0:n_out``).
+        start: the first output sample wanted (default 0).
+        stop: one past the last output sample wanted (default: ``n_out``).
 
     Returns:
         ``first``: int64 ``(m,)``, the index of each sample's first tap (may lie outside the
@@ -169,7 +170,8 @@ def linear_taps(
     Args:
         n_in: input length (>= 1).
         n_out: output length (>= 1).
-        start, stop: the output samples wanted (default: all, ``0:n_out``).
+        start: the first output sample wanted (default 0).
+        stop: one past the last output sample wanted (default: ``n_out``).
 
     Returns:
         ``first``: int64 ``(m,)`` (may be ``-1`` or ``n_in - 1``: the clipped tap repeats the

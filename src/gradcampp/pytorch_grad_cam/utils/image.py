@@ -64,7 +64,8 @@ def preprocess_image(
 
     Args:
         img: the image, channels last.
-        mean, std: one value per channel.
+        mean: one value per channel, subtracted.
+        std: one value per channel, divided by.
 
     Returns:
         a tensor ``(1, C, H, W)``: float32 for ``uint8`` images, else the image's dtype.
