@@ -4,14 +4,18 @@ Each ``examples/NAME.ipynb`` is run from top to bottom (a fresh kernel, this che
 its path, in an empty temporary folder that is deleted afterwards) and becomes the page
 ``tutorials/NAME.md``: markdown cells as they are, code cells as Python blocks, printed text as text
 blocks and figures as PNG files beside the page. A cell that raises stops the build, so the site
-never shows a tutorial that does not run. The notebooks stay committed without outputs.
+never shows a tutorial that does not run. Printed text that carries a warning, a traceback or a
+path of the building machine (``unpublishable``) is left out of the page and logged as a build
+warning, which fails a strict build. The notebooks stay committed without outputs.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,27 @@ PAGES = "tutorials"
 CELL_TIMEOUT_S = 300
 OUTPUT = "nb-output"  # CSS class of printed outputs (docs/stylesheets/extra.css)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_WARNING = re.compile(r"\b[A-Z]\w*Warning: |Traceback \(most recent call last\)")
+log = logging.getLogger("mkdocs.hooks.notebooks")
+
+
+def machine_paths() -> list[str]:
+    """Folders of the building machine that a published page must not show: this checkout, the
+    Python installation, the home and the temporary folder."""
+    found = {str(ROOT), sys.prefix, sys.base_prefix, str(Path.home()), tempfile.gettempdir()}
+    return sorted((p for p in found if len(p) > 1), key=len, reverse=True)
+
+
+def unpublishable(text: str, paths: list[str] | None = None) -> str | None:
+    """Why printed ``text`` must not be published (a warning, a traceback, a machine path), or
+    None when it may be."""
+    found = _WARNING.search(text)
+    if found:
+        return f"it holds {found.group(0).strip().rstrip(':')!r}"
+    for path in machine_paths() if paths is None else paths:
+        if path in text:
+            return f"it shows the path {path!r} of the machine that built the site"
+    return None
 
 
 def kernel_env() -> dict[str, str]:
@@ -112,7 +137,15 @@ def to_markdown(notebook: nbformat.NotebookNode, stem: str) -> tuple[str, dict[s
         for n, output in enumerate(cell.get("outputs", [])):
             kind = output.get("output_type")
             if kind == "stream":
-                parts.append(_fence(_ANSI.sub("", output.get("text", "")), "text", OUTPUT))
+                text = _ANSI.sub("", output.get("text", ""))
+                reason = unpublishable(text)
+                if reason is not None:  # a strict build stops here; otherwise the page omits it
+                    log.warning(
+                        f"{source}, cell {index}: printed text left out of the page, since "
+                        f"{reason}: {text.strip()[:300]}"
+                    )
+                    continue
+                parts.append(_fence(text, "text", OUTPUT))
             elif kind in ("display_data", "execute_result"):
                 data = output.get("data", {})
                 if "image/png" in data:
@@ -120,7 +153,12 @@ def to_markdown(notebook: nbformat.NotebookNode, stem: str) -> tuple[str, dict[s
                     figures[name] = base64.b64decode(data["image/png"])
                     parts.append(f"![Output of the cell above]({name})")
                 elif "text/plain" in data:
-                    parts.append(_fence(_ANSI.sub("", data["text/plain"]), "text", OUTPUT))
+                    text = _ANSI.sub("", data["text/plain"])
+                    reason = unpublishable(text)
+                    if reason is not None:
+                        log.warning(f"{source}, cell {index}: result left out, since {reason}")
+                        continue
+                    parts.append(_fence(text, "text", OUTPUT))
     return "\n\n".join(parts) + "\n", figures
 
 

@@ -3,16 +3,21 @@
 import math
 
 import numpy as np
+import pytest
 
 from benchmarks.quality import (
     COLUMNS,
     COMPARED,
     EXTRA_COLUMNS,
     REFERENCE,
+    _seeds,
     cuts_a_tie,
     gaussian_map,
+    paired_difference,
     paired_table,
+    replication_table,
     table,
+    verdict,
 )
 
 
@@ -61,3 +66,48 @@ def test_paired_table_reports_the_mean_difference_and_its_standard_error():
     # differences 1, 2, 3, 4: mean 2.5, s.e. = std(ddof=1) / 2 = 1.29 / 2
     assert lines[2] == "| Avg Drop % ↓ | +2.5 | 0.6 | yes |"
     assert lines[3].endswith("| +0.0 | 0.0 | no (identical on every image) |")
+
+
+def test_paired_difference_is_the_mean_and_its_standard_error():
+    mean, se = paired_difference(np.array([3.0, 5.0, 7.0]), np.array([1.0, 1.0, 1.0]))
+    assert mean == 4.0
+    assert math.isclose(se, 2.0 / math.sqrt(3))  # differences 2, 4, 6: std(ddof=1) = 2
+
+
+def test_verdict_asks_for_the_same_sign_beyond_two_standard_errors_on_every_seed():
+    assert verdict([(0.0, 0.0), (0.0, 0.0)]) == "identical"
+    assert verdict([(1.0, 0.4), (2.0, 0.5)]) == "holds, +"
+    assert verdict([(-1.0, 0.4), (-2.0, 0.5)]) == "holds, \u2212"
+    assert verdict([(1.0, 0.4), (-2.0, 0.5)]) == "mixed"  # beyond on both, signs differ
+    assert verdict([(1.0, 0.4), (1.0, 0.6)]) == "mixed"  # beyond on one seed only
+    assert verdict([(1.0, 0.6), (-0.1, 0.6)]) == "within noise"
+
+
+def _values(first: np.ndarray, second: np.ndarray) -> dict:
+    n = len(COLUMNS) + len(EXTRA_COLUMNS)
+    values = {COMPARED: [first] * n, REFERENCE: [second] * n}
+    values[REFERENCE][2] = None
+    return values
+
+
+def test_replication_table_marks_what_holds_on_every_seed():
+    up = _values(np.array([2.0, 3.0, 2.0, 3.0]), np.zeros(4))  # +2.5 ± 0.29
+    noisy = _values(np.array([1.0, -1.0, 2.0, -2.0]), np.zeros(4))  # 0 ± 0.9
+    runs = {"A": {0: up, 7: up}, "B": {0: up, 7: noisy}}
+    lines = replication_table(runs, COMPARED, REFERENCE).splitlines()
+    assert lines[0] == "| metric | A | B |"
+    assert lines[2] == (
+        "| Avg Drop % ↓ | **+2.5 ± 0.3*, +2.5 ± 0.3*: holds, +** | +2.5 ± 0.3*, +0.0 ± 0.9: mixed |"
+    )
+    # Win % vs Grad-CAM is compared with 50: 2.5 - 50 on every image
+    assert lines[4].startswith(
+        "| Win % vs Grad-CAM ↑ | **-47.5 ± 0.3*, -47.5 ± 0.3*: holds, \u2212**"
+    )
+    assert len(lines) == 2 + len(COLUMNS) + len(EXTRA_COLUMNS)
+
+
+def test_seeds_must_be_distinct_integers():
+    assert _seeds("0,7") == [0, 7]
+    for bad in ("", "0,0", "a,1"):
+        with pytest.raises(Exception, match="--seeds must be distinct integers"):
+            _seeds(bad)

@@ -55,7 +55,8 @@ def test_demo_writes_every_file_with_its_shape(demo_run):
         assert [row["class_name"] for row in record["top_classes"]] != []
         assert {row["class_name"] for row in record["top_classes"]} == set(CLASSES)
     page = (out / "index.html").read_text()
-    assert page.count("<tr>") == 1 + len(names)  # header + one row per image
+    assert page.count('<tr id="row-') == len(names)  # one row per image
+    assert f"Ordered by disagreement ({len(names)})" in page  # both methods: one number each
     assert "Grad-CAM++" in page and "Grad-CAM</th>" in page
 
 

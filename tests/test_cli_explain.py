@@ -95,9 +95,14 @@ def test_explain_writes_every_file_with_its_shape(tmp_path, images, tiny_spec, c
         assert probabilities == sorted(probabilities, reverse=True)
         assert sum(probabilities) == pytest.approx(1.0)
         assert record["explained"][0]["class_index"] == record["top_classes"][0]["class_index"]
+        # how much the two maps disagree: 1 - Pearson r of the very maps written
+        pp, gc = (np.load(out / f"{stem}.{m}.npy").ravel() for m in ("gradcampp", "gradcam"))
+        expected = 1 - np.corrcoef(pp.astype(np.float64), gc.astype(np.float64))[0, 1]
+        assert record["explained"][0]["disagreement"] == pytest.approx(expected, abs=1e-9)
     with open(out / "predictions.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 10 and {row["image"] for row in rows} == {"cat", "dog"}
+    assert "Ordered by disagreement (2)" in (out / "index.html").read_text()
     assert (out / "index.html").is_file() and (out / "colorbar.png").is_file()
     assert capsys.readouterr().out == ""  # -q
 
@@ -199,6 +204,20 @@ def test_class_names_file_and_name_target(tmp_path, images, tiny_spec):
         "dog",
         "eel",
     }
+
+
+def test_unknown_class_name_target_suggests_the_nearest_names(tmp_path, images, tiny_spec, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("tabby cat\nbee\ntiger cat\ndog\neel\n")
+    args = ["explain", str(images / "dog.png"), "--model", tiny_spec, "--size", "16"]
+    args += ["--classes", str(names), "--out", str(tmp_path / "out"), "-q", "--target"]
+    assert main([*args, "cat"]) == EXIT_MODEL
+    err = capsys.readouterr().err
+    assert "nearest names (index): 'tabby cat' (0), 'tiger cat' (2)" in err
+    assert main([*args, "dgo"]) == EXIT_MODEL
+    assert "nearest names (index): 'dog' (3)" in capsys.readouterr().err
+    assert main([*args, "zebra"]) == EXIT_MODEL
+    assert "no name is close to it (the model has 5 classes)" in capsys.readouterr().err
 
 
 def test_corrupt_image_is_reported_and_skipped(tmp_path, images, tiny_spec, capsys):

@@ -211,15 +211,31 @@ def test_symlinks_in_out_are_replaced_not_written_through(tmp_path, capsys):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     out = tmp_path / "out"
-    out.mkdir()
-    for name in ("a.json", "a.input.png", "index.html", "predictions.csv", ".gradcampp-files"):
+    code, err = run(capsys, "explain", tmp_path / "a.png", *TINY, "--out", out)
+    assert code == EXIT_OK, err
+    names = ("a.json", "a.input.png", "index.html", "predictions.csv")
+    for name in names:  # files of gradcampp's (the manifest lists them) swapped for links
+        (out / name).unlink()
         (out / name).symlink_to(victim)
     code, err = run(capsys, "explain", tmp_path / "a.png", *TINY, "--out", out)
     assert code == EXIT_OK, err
     assert victim.read_text() == "precious"
-    for name in ("a.json", "a.input.png", "index.html", "predictions.csv", ".gradcampp-files"):
+    for name in names:
         assert not (out / name).is_symlink() and (out / name).is_file()
     assert json.loads((out / "a.json").read_text())["name"] == "a"
+    # a manifest that is a link is replaced and not trusted: every file there is then foreign
+    before = digests(out)
+    (out / ".gradcampp-files").unlink()
+    (out / ".gradcampp-files").symlink_to(victim)
+    code, err = run(capsys, "explain", tmp_path / "a.png", *TINY, "--out", out)
+    assert code == EXIT_OK, err
+    assert victim.read_text() == "precious"
+    assert not (out / ".gradcampp-files").is_symlink()
+    after = digests(out)
+    assert {name: after[name] for name in before if name != b".gradcampp-files"} == {
+        name: before[name] for name in before if name != b".gradcampp-files"
+    }
+    assert json.loads((out / "a-2.json").read_text())["name"] == "a-2"
 
 
 def test_out_that_is_a_file_or_under_a_file(tmp_path, capsys):

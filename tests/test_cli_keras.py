@@ -78,3 +78,5 @@ def test_keras_file_is_loaded_and_explained_or_refused_clearly(tmp_path):
     record = json.loads((out / "leaf.json").read_text())
     assert len(record["top_classes"]) == 3
     assert record["explained"][0]["class_index"] == record["top_classes"][0]["class_index"]
+    assert record["layer"] == "conv"  # the explained layer is named, as for PyTorch models
+    assert "Explained layer: conv" in (out / "index.html").read_text()

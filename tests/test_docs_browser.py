@@ -136,6 +136,27 @@ def test_a_display_formula_is_drawn_in_ink(browser, site):
     assert page.size[0] >= 1000
 
 
+def test_display_formulas_fit_their_boxes_at_1400_pixels(browser, site):
+    """No display formula of the maths pages needs sideways scrolling (which would hide its end,
+    such as Eq. 19's closing parenthesis) in a 1400 px wide window."""
+    browser.set_window_size(1400, 1000)
+    try:
+        overflowing = {}
+        for page in ("methods/gradcampp", "methods/gradcam", "metrics", "cli"):
+            _open(browser, site, page)
+            boxes = browser.execute_script(
+                "return Array.from(document.querySelectorAll('article div.arithmatex'))"
+                ".map(d => [d.textContent.slice(0, 40), d.scrollWidth, d.clientWidth,"
+                " d.querySelector('math').getBoundingClientRect().right,"
+                " d.getBoundingClientRect().right]);"
+            )
+            assert boxes, page
+            overflowing[page] = [box for box in boxes if box[1] > box[2] + 1 or box[3] > box[4] + 1]
+    finally:
+        browser.set_window_size(1280, 1000)
+    assert overflowing == {"methods/gradcampp": [], "methods/gradcam": [], "metrics": [], "cli": []}
+
+
 def test_api_examples_show_as_code(browser, site):
     state = _open(browser, site, "api/targets")
     assert ">>> maps = GradCAMPP(model).explain(images, TopK(3))" in state["text"]

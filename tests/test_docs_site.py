@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,43 @@ def test_the_tutorials_are_pages_with_their_outputs(site):
         assert html.count('class="nb-output') >= 3  # printed outputs
     started = (site / "tutorials" / "getting_started" / "index.html").read_text()
     assert "map maximum on the shape:" in started  # a line the tutorial prints
+
+
+@pytest.mark.slow
+def test_no_page_shows_a_warning_a_traceback_or_a_path_of_the_building_machine(site):
+    """Every published page and the search index: no ``...Warning:`` line, no traceback, no folder
+    of the machine that built the site (this checkout, Python's, the home or temporary folder)."""
+    paths = {str(ROOT), sys.prefix, sys.base_prefix, str(Path.home()), tempfile.gettempdir()}
+    paths = {p for p in paths if len(p) > 1} | {"site-packages"}
+    warning = re.compile(r"\b[A-Z]\w*Warning: |Traceback \(most recent call last\)")
+    files = [*_pages(site), site / "search" / "search_index.json"]
+    found = {}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        hits = [m.group(0) for m in warning.finditer(text)]
+        hits += [p for p in sorted(paths) if p in text]
+        if hits:
+            found[str(path.relative_to(site))] = hits
+    assert found == {}
+
+
+@pytest.mark.slow
+def test_optional_arguments_show_their_defaults_on_the_api_page(site):
+    html = (site / "api" / "resize" / "index.html").read_text()
+    start = html.index('id="gradcampp.resize.cubic_taps"')
+    table = html[start : html.index("</table>", html.index("Parameters", start))]
+    rows = {
+        re.sub(r"<[^>]+>", "", cells[0]).strip(): re.sub(r"<[^>]+>", "", cells[-1]).strip()
+        for cells in (
+            re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S)
+        )
+        if cells
+    }
+    assert rows == {
+        "n_in": "required",
+        "n_out": "required",
+        "kernel_table": "False",
+        "start": "0",
+        "stop": "None",
+    }

@@ -152,6 +152,25 @@ def test_parquet_rows_equal_the_npy_maps(shapes, reference, tmp_path):
         assert csv_rows(out) == csv_rows(reference)
 
 
+def test_parquet_keeps_the_disagreement_of_both_methods_for_the_report(shapes, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from gradcampp.disagreement import disagreement
+
+    out = tmp_path / "both"
+    args = ("--format", "parquet", "--full-size", "--method", "both", "--batch-size", "5")
+    assert explain(shapes, out, *args) == EXIT_OK
+    rows = pq.read_table(out / "explanations.parquet").to_pylist()
+    assert len(rows) == N_IMAGES
+    for row in rows:
+        pp, gc = (np.asarray(row[m]).reshape(row["map_shape"]) for m in ("gradcampp", "gradcam"))
+        assert row["explained_disagreement"] == [pytest.approx(disagreement(pp, gc), abs=1e-12)]
+    first = (out / "index.html").read_text()
+    assert f"Ordered by disagreement ({N_IMAGES})" in first
+    # a resumed run reads the numbers back from the dataset: the same report
+    assert explain(shapes, out, *args, "--resume") == EXIT_OK
+    assert (out / "index.html").read_text() == first
+
+
 def test_parquet_resume_adds_the_missing_rows_once(shapes, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "out"

@@ -6,6 +6,7 @@ import pytest
 from gradcampp.metrics import (
     boxes_to_masks,
     energy_pointing_game,
+    instance_peak_recall,
     instance_recall,
     loc_delta,
     pointing_game,
@@ -99,6 +100,17 @@ def test_instance_recall_by_hand():
     np.testing.assert_allclose(energy_pointing_game(MAP, instances), [45 / 120])
 
 
+def test_instance_peak_recall_by_hand():
+    # instance A: the box above (peak 10 / 15); instance B: pixel (0, 0) alone (peak 0 / 15)
+    instances = boxes_to_masks([np.array([[1, 1, 3, 3], [0, 0, 1, 1]])], (4, 4))
+    np.testing.assert_allclose(instance_peak_recall(MAP, instances, min_peak=0.6), [0.5])
+    np.testing.assert_allclose(instance_peak_recall(MAP, instances, min_peak=0.7), [0.0])
+    # B holds no energy, A 30 / 120: by energy both fail at 0.3, by peak A is reached
+    np.testing.assert_allclose(instance_recall(MAP, instances, min_share=0.3), [0.0])
+    constant = np.full((1, 4, 4), 3.0)
+    np.testing.assert_allclose(instance_peak_recall(constant, instances), [0.0])
+
+
 def test_a_batch_of_images_with_union_masks_and_a_constant_map():
     maps = np.stack([MAP[0], np.full((4, 4), 2.0)])
     masks = np.zeros((2, 4, 4), dtype=bool)
@@ -119,12 +131,26 @@ def test_a_batch_of_images_with_union_masks_and_a_constant_map():
         (lambda: energy_pointing_game(MAP, np.ones((2, 4, 4), bool)), ValueError, "1 images"),
         (lambda: energy_pointing_game(MAP, np.ones((1, 3, 4), bool)), ValueError, "shape"),
         (lambda: instance_recall(MAP, BOX, min_share=0), ValueError, "min_share"),
+        (lambda: instance_peak_recall(MAP, BOX, min_peak=0), ValueError, "min_peak"),
+        (
+            lambda: instance_peak_recall(MAP, [np.stack([BOX[0][0], np.zeros((4, 4), bool)])]),
+            ValueError,
+            r"regions: instance 1 of image 0 is an empty mask",
+        ),
         (
             lambda: instance_recall(MAP, [np.stack([BOX[0][0], np.zeros((4, 4), bool)])]),
             ValueError,
             r"regions: instance 1 of image 0 is an empty mask",
         ),
         (lambda: boxes_to_masks([[[2, 0, 1, 1]]], (4, 4)), ValueError, "x1 >= x0"),
+        # one map without its batch axis: (H, W) would be read as H one-dimensional maps
+        (lambda: pointing_game(MAP[0], BOX[0][0]), ValueError, r"\(N, H, W\).*maps\[None\]"),
+        (lambda: energy_pointing_game(MAP[0], BOX[0][0]), ValueError, r"maps\[None\]"),
+        (lambda: loc_delta(MAP[0], BOX[0][0], 0.5), ValueError, r"got shape \(4, 4\)"),
+        # an empty batch, and a box of three numbers
+        (lambda: pointing_game(MAP[:0], BOX[:0]), ValueError, "maps must hold at least one map"),
+        (lambda: boxes_to_masks([[0, 0, 2]], (4, 4)), ValueError, "boxes of image 0.*4 numbers"),
+        (lambda: boxes_to_masks([], (4, 4)), ValueError, "boxes must hold the boxes of at least"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(call, error, match):

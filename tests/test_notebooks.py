@@ -85,3 +85,27 @@ def test_notebook_executes_and_leaves_no_file(path, tmp_path):
     assert len(figures) >= 1
     assert all(png.startswith(b"\x89PNG") for png in figures.values())
     assert all(f"]({name})" in markdown for name in figures)
+
+
+def test_warnings_tracebacks_and_machine_paths_are_not_published(caplog):
+    hook = _hook()
+    machine = "/home/builder/venv"
+    assert hook.unpublishable("energy 0.37\n", [machine]) is None
+    cuda = f"{machine}/torch/graph.py:1: UserWarning: CUDA initialization: ...\n"
+    assert hook.unpublishable(cuda, []) == "it holds 'UserWarning'"
+    assert "Traceback" in hook.unpublishable("Traceback (most recent call last):\n", [])
+    assert hook.unpublishable(f"saved to {machine}/x.png", [machine]) == (
+        f"it shows the path {machine!r} of the machine that built the site"
+    )
+    assert str(ROOT) in hook.machine_paths()
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="kept line\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=f"{ROOT}/a.py:3: UserWarning: x\n"),
+    ]
+    notebook.cells = [cell]
+    with caplog.at_level("WARNING", logger="mkdocs.hooks.notebooks"):
+        markdown, _ = hook.to_markdown(notebook, "demo")
+    assert "kept line" in markdown and "UserWarning" not in markdown and str(ROOT) not in markdown
+    assert "examples/demo.ipynb, cell 0: printed text left out" in caplog.text

@@ -1,6 +1,8 @@
-"""``--engine ray``: the local engine's outputs, resume after a killed driver, a dying worker.
+"""``--engine ray``: the local engine's outputs, resume after a killed driver, dying workers, the
+cluster's resources checked before a run, and the docs' Ray Data example as written.
 
-One local Ray (2 CPUs) serves the whole module; the killed driver joins it with ``--address``.
+One local Ray (2 CPUs) serves the whole module; the killed driver, the run given ``RAY_ADDRESS``
+and the docs example join it from other processes.
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -35,6 +39,8 @@ from gradcampp.images import save_png  # noqa: E402
 pytestmark = pytest.mark.slow
 N_IMAGES = 200
 SRC = Path(gradcampp.__file__).resolve().parents[1]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DEMO_INPUTS = ["--size", "64", "--mean", "0", "--std", "1"]  # the demo network's inputs
 
 DYING_MODEL = """
 import os
@@ -242,3 +248,265 @@ def test_explain_batch_in_a_ray_data_pipeline(cluster, shapes):
         np.testing.assert_allclose(row["gradcampp"], want, atol=1e-6, rtol=0)
         assert row["class_index"] == int(np.argmax(scores))
         assert row["top_class_index"][0] == row["class_index"]
+
+
+KILLING_MODEL = """
+import os
+from pathlib import Path
+
+from gradcampp.demo import load_demo_model
+
+DRIVER = {driver}
+
+
+def make():
+    model = load_demo_model()
+    forward = model.forward
+    if os.getpid() != DRIVER:
+        import gradcampp._files as files
+
+        replace = os.replace
+
+        def dying_replace(source, target):  # a temporary file is written, then the process ends
+            if Path(target).name.startswith("img-dies-writing"):
+                os._exit(1)
+            replace(source, target)
+
+        files.os = type(os)("os_of_files")  # the worker's own os module is left as it is
+        files.os.__dict__.update(os.__dict__)
+        files.os.replace = dying_replace
+
+    def dying_forward(x):
+        # the white image (every input value 1) ends the worker's process, every time
+        if os.getpid() != DRIVER and bool((x.flatten(1).amin(dim=1) >= 0.999).any()):
+            os._exit(1)
+        return forward(x)
+
+    model.forward = dying_forward
+    return model
+"""
+
+
+@pytest.fixture(scope="module")
+def with_deadly(shapes, tmp_path_factory) -> Path:
+    """Seven demo images, an all-white one (``img-white.png``), on which the killing model ends
+    its process, and ``img-dies-writing.png``, whose first file it ends its process writing."""
+    folder = tmp_path_factory.mktemp("inputs") / "deadly"
+    folder.mkdir()
+    files = sorted(shapes.glob("*.png"))
+    for path in files[:7]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "img-dies-writing.png").write_bytes(files[7].read_bytes())
+    save_png(folder / "img-white.png", np.full((64, 64, 3), 255, dtype=np.uint8))
+    return folder
+
+
+def test_images_that_kill_their_worker_every_time_are_reported_and_the_rest_written(
+    cluster, models, with_deadly, tmp_path, capsys
+):
+    (models / "killing_demo.py").write_text(KILLING_MODEL.format(driver=os.getpid()))
+    sys.path.insert(0, str(models))
+    out = tmp_path / "out"
+    args = ["--engine", "ray", "--workers", "2", "--format", "parquet", "--batch-size", "4"]
+    start = time.monotonic()
+    try:
+        model = "killing_demo:make"
+        code = main(["explain", str(with_deadly), "--model", model, "--out", str(out), "-q", *args])
+    finally:
+        sys.path.remove(str(models))
+    took = time.monotonic() - start
+    printed = capsys.readouterr()
+    err = printed.err
+    assert code == 1, err  # EXIT_SKIPPED: the two images reported, the others written
+    assert printed.out == ""  # -q, and none of Ray's messages about the dying workers
+    died = "the worker process explaining it died, 2 times with it alone"
+    assert sorted(line.split(": the")[0] for line in err.splitlines()) == [
+        f"gradcampp: skipped {with_deadly / 'img-dies-writing.png'}",
+        f"gradcampp: skipped {with_deadly / 'img-white.png'}",
+    ]
+    assert all(died in line for line in err.splitlines())
+    assert took < 300
+    rows = pq.read_table(out / "explanations.parquet").to_pylist()
+    counts = Counter(row["name"] for row in rows)
+    assert counts == Counter({f"img-{i:03d}": 1 for i in range(7)})  # every other one, once
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as file:
+        assert {row["image"] for row in csv.DictReader(file)} == set(counts)
+    leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == []  # what the dying worker was writing is removed
+    assert not list(out.glob("img-dies-writing*")) and not list(out.glob("img-white*"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p
+    )
+    environment.update(env)
+    command = [sys.executable, "-m", "gradcampp", *args]
+    return subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_an_address_where_nothing_listens_ends_at_once_with_one_line(shapes, tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    args = ["explain", str(shapes), "--model", "demo", "--out", str(tmp_path / "out"), "-q"]
+    done = run_cli(
+        [*args, "--engine", "ray", "--address", address],
+        tmp_path,
+        timeout=60,
+    )
+    assert time.monotonic() - start < 30
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"gradcampp: error: cannot join the Ray cluster at {address}: nothing answers at "
+        f"{address} (Connection refused); start it with `ray start --head` or check --address"
+    ]
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+def test_an_address_that_accepts_but_never_answers_ends_in_one_line(shapes, tmp_path, silent_port):
+    address = f"127.0.0.1:{silent_port}"
+    args = ["explain", str(shapes), "--model", "demo", "--out", str(tmp_path / "out"), "-q"]
+    start = time.monotonic()
+    done = run_cli([*args, "--engine", "ray", "--address", address], tmp_path, timeout=90)
+    assert time.monotonic() - start < 30  # Ray alone waits minutes
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"gradcampp: error: cannot join the Ray cluster at {address}: {address} accepts "
+        "connections but does not answer as Ray (no gRPC reply within 5 s); check --address"
+    ]
+
+
+def test_gpus_asked_of_a_cluster_without_gpus_is_an_error_before_anything_starts(
+    cluster, shapes, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    code = explain(shapes, out, "--engine", "ray", "--gpus-per-worker", "1", "--workers", "2")
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gradcampp: error: the Ray cluster has 2 CPU(s) and 0 GPU(s), not enough for one worker, "
+        "which needs 1 CPU(s) and 1 GPU(s) (--gpus-per-worker): run on a cluster with GPUs, or "
+        "give --gpus-per-worker 0 to run on CPUs"
+    ]
+    assert not list(out.glob("*.json"))
+
+
+def test_more_workers_than_the_cluster_holds_run_as_many_as_fit_and_say_so(
+    cluster, with_deadly, tmp_path, capsys
+):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in sorted(with_deadly.glob("img-0*.png"))[:4]:
+        (inputs / path.name).write_bytes(path.read_bytes())
+    code = explain(inputs, tmp_path / "out", "--engine", "ray", "--workers", "100")
+    assert code == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "gradcampp: warning: --workers 100: the Ray cluster has 2 CPU(s) and 0 GPU(s), room for 2 "
+        "worker(s), so 2 run"
+    ]
+    assert len(list((tmp_path / "out").glob("img-*.json"))) == 4
+
+
+def test_plan_workers_counts_what_fits():
+    from gradcampp.engines.ray_engine import plan_workers
+
+    assert plan_workers({"CPU": 8.0, "GPU": 2.0}, None, 1.0, 0.25) == (8, None)
+    assert plan_workers({"CPU": 8.0, "GPU": 2.0}, None, 1.0, 1.0) == (2, None)
+    assert plan_workers({"CPU": 1.0}, None, 0.1, 0.0) == (10, None)  # 1 / 0.1 is 9.999...
+    assert plan_workers({"CPU": 4.0}, 3, 1.0, 0.0) == (3, None)
+    count, note = plan_workers({"CPU": 4.0, "GPU": 1.0}, 3, 1.0, 0.5)
+    assert count == 2 and note is not None and "room for 2 worker(s)" in note
+    with pytest.raises(ValueError, match="needs 2 CPU"):
+        plan_workers({"CPU": 1.0}, 1, 2.0, 0.0)
+
+
+def test_ray_address_in_the_environment_joins_that_cluster_quietly(cluster, with_deadly, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in sorted(with_deadly.glob("img-0*.png"))[:6]:
+        (inputs / path.name).write_bytes(path.read_bytes())
+    done = run_cli(
+        ["explain", "in", "--model", "demo", "--out", "out", "--engine", "ray", "--workers", "2"],
+        tmp_path,
+        timeout=300,
+        RAY_ADDRESS=cluster,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "out").glob("img-*.json"))) == 6
+    # the progress bar and nothing else: no line of Ray's own (core_worker, raylet, warnings)
+    lines = [line for line in re.split(r"[\r\n]+", done.stderr) if line.strip()]
+    assert lines and all(line.startswith("explaining:") for line in lines), done.stderr
+    assert done.stdout.splitlines()[0].startswith("Explained 6 image(s); results in ")
+
+
+def test_the_docs_ray_data_example_runs_as_written(cluster, shapes, tmp_path):
+    """``docs/ray.md``'s first Python example, on the 2-CPU cluster with ``concurrency=2``, from
+    another folder than the cluster's (a relative path must be resolved on the driver)."""
+    import torch
+
+    from gradcampp import GradCAMPP
+    from gradcampp.demo import load_demo_model
+    from gradcampp.images import read_image
+    from gradcampp.model_specs import load_model
+
+    section = (DOCS / "ray.md").read_text().split("\n## Python\n", 1)[1]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    assert "concurrency=2" in example and '"images/"' in example
+    (tmp_path / "example.py").write_text(example)
+    (tmp_path / "images").mkdir()
+    files = sorted(shapes.glob("*.png"))[:6]
+    for path in files:
+        (tmp_path / "images" / path.name).write_bytes(path.read_bytes())
+    environment = dict(os.environ, RAY_ADDRESS=cluster)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p
+    )
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,  # a hang (actors holding every CPU) ends here as a failure
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "maps").to_pylist()
+    assert len(rows) == len(files)
+    images = [read_image(f) for f in files]
+    pre = load_model("demo").preprocess
+    x = torch.from_numpy(np.stack([pre.input(image) for image in images]))
+    expected = GradCAMPP(load_demo_model()).explain(x).numpy()
+    for row in rows:
+        got = np.asarray(row["gradcampp"], dtype=np.float32)
+        assert got.shape == (64, 64)
+        distance = min(float(np.abs(got - want).max()) for want in expected)
+        assert distance < 1e-5  # each row is the map of one of the images
+
+
+def test_model_actors_leave_cpus_to_the_other_stages():
+    from gradcampp.ray import actor_cpus
+
+    assert actor_cpus(2.0, 2) == 0.5  # the docs' example: 1 of 2 CPUs left to reading
+    assert actor_cpus(1.0, 1) == 0.5
+    assert actor_cpus(16.0, 4) == 1.0
+    assert actor_cpus(16.0, 30) == pytest.approx(0.5)
+    for cpus, actors in ((2.0, 7), (3.0, 3), (64.0, 64)):
+        assert actors * actor_cpus(cpus, actors) <= cpus - min(1.0, cpus / 2)
+    with pytest.raises(ValueError, match="concurrency must be a positive integer, got 0"):
+        actor_cpus(2.0, 0)

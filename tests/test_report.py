@@ -20,7 +20,7 @@ def _pictures(root, names):
         save_png(root / name, np.zeros((4, 4, 3), np.uint8))
 
 
-def _entry(name="a<b>.png", image="a.png", panels=("a.x.png",)):
+def _entry(name="a<b>.png", image="a.png", panels=("a.x.png",), disagreement=()):
     return ReportEntry(
         name=name,
         image=image,
@@ -28,6 +28,7 @@ def _entry(name="a<b>.png", image="a.png", panels=("a.x.png",)):
         predictions=[("cat", 0.9), ("dog & co", 0.1)],
         note="true: cat",
         files=[("map", "a.npy")],
+        disagreement=disagreement,
     )
 
 
@@ -83,11 +84,59 @@ def test_report_says_how_to_compare_the_methods_only_when_both_are_shown(tmp_pat
     (tmp_path / "a.npy").write_bytes(b"")
     one = write_report(tmp_path, [_entry()], columns=["Grad-CAM++"]).read_text()
     both = write_report(
-        tmp_path, [_entry(panels=("a.x.png", "a.y.png"))], columns=["Grad-CAM++", "Grad-CAM"]
+        tmp_path,
+        [_entry(panels=("a.x.png", "a.y.png"), disagreement=(0.25,))],
+        columns=["Grad-CAM++", "Grad-CAM"],
     ).read_text()
     for page in (one, both):
         assert "<em>mean</em> gradient" in page and "How Grad-CAM++ works</a>" in page
-    assert "Compare the two columns" not in one and "Compare the two columns" in both
+        assert "should cover" not in page  # what the page says comes from the run, not a paper
+    assert "Disagreement" not in one and "1 \u2212 r" not in one
+    only_gradcam = write_report(tmp_path, [_entry()], columns=["Grad-CAM"]).read_text()
+    assert "Grad-CAM weights each feature map by its <em>mean</em> gradient." in only_gradcam
+    assert "Grad-CAM++ weights" not in only_gradcam and "Disagreement" not in only_gradcam
+    assert "<th>Disagreement</th>" in both
+    assert "On this run it is 0.250 for the one image and class." in both
+
+
+def _row_of(page: str, row_id: str) -> str:
+    return re.search(rf'<tr id="{row_id}"[^>]*>(.*?)</tr>', page, flags=re.S).group(0)
+
+
+def test_report_orders_and_marks_the_images_where_the_methods_differ_most(tmp_path):
+    names = [f"{k}{i}.png" for i in range(4) for k in "ixy"]
+    _pictures(tmp_path, names)
+    values = [0.010, 0.300, None, 0.020]
+    entries = [
+        ReportEntry(
+            name=f"img{i}.png",
+            image=f"i{i}.png",
+            panels=[Panel(f"x{i}.png", f"class {i}"), Panel(f"y{i}.png", f"class {i}")],
+            predictions=[("cat", 0.9)],
+            disagreement=(value,),
+        )
+        for i, value in enumerate(values)
+    ]
+    page = write_report(tmp_path, entries, columns=["Grad-CAM++", "Grad-CAM"]).read_text()
+    assert "<th>Image</th><th>Grad-CAM++</th><th>Grad-CAM</th><th>Disagreement</th>" in page
+    # 10% of 3 defined values rounds to 0: at least the largest one is marked
+    assert 'class="differs"' in _row_of(page, "row-2") and "differs most" in _row_of(page, "row-2")
+    for other in ("row-1", "row-3", "row-4"):
+        assert "differs" not in _row_of(page, other)
+    assert "<b>undefined (a constant map)</b>" in _row_of(page, "row-3")
+    ordered = re.search(r'<table class="ordered">(.*?)</table>', page, flags=re.S).group(1)
+    links = re.findall(r'<a href="#(row-\d)">', ordered)
+    assert links == ["row-2", "row-4", "row-1", "row-3"]  # largest first, undefined last
+    assert (
+        "On this run it ranges from 0.010 to 0.300 (median 0.020) over 3 images and classes; "
+        "the largest is marked “differs most”" in page
+    )
+    assert "1 pair(s) have a constant map" in page
+    bad = ReportEntry(
+        "a", "i0.png", [Panel("x0.png"), Panel("y0.png")], [], disagreement=(0.1, 0.2)
+    )
+    with pytest.raises(ValueError, match="2 disagreement values for 1 explained classes"):
+        write_report(tmp_path, [bad], columns=["Grad-CAM++", "Grad-CAM"])
 
 
 def test_report_stacks_several_classes_in_each_method_column(tmp_path):
@@ -97,7 +146,7 @@ def test_report_stacks_several_classes_in_each_method_column(tmp_path):
     page = write_report(
         tmp_path, [_entry(panels=names[1:])], columns=["Grad-CAM++", "Grad-CAM"]
     ).read_text()
-    cells = re.findall(r"<td>(.*?)</td>", page, flags=re.S)
+    cells = re.findall(r"<td(?: data-label=\"[^\"]*\")?>(.*?)</td>", page, flags=re.S)
     assert [cell.count("<figure>") for cell in cells[:3]] == [1, 2, 2]
     assert "./p1.png" in cells[1] and "./p2.png" in cells[1] and "./q2.png" in cells[2]
     with pytest.raises(ValueError, match="3 panels for 2 columns"):

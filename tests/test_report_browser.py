@@ -86,6 +86,69 @@ def _check_screenshot(path: Path) -> None:
     assert pixels.std() > 20  # a page with pictures, not a blank or error page
 
 
+def _check_disagreement_column(browser, out: Path, tmp_path: Path) -> None:
+    """The Disagreement column shows a number per row that matches the JSON records, in view,
+    the rows where the methods differ most are marked, and the ordered list runs largest first."""
+    import json
+
+    shown = browser.execute_script(
+        """
+        const cells = Array.from(document.querySelectorAll('table.grid td.disagreement'));
+        return {
+            values: cells.map(c => c.querySelector('b').textContent),
+            marked: Array.from(document.querySelectorAll('table.grid tr.differs')).map(r => r.id),
+            ordered: Array.from(document.querySelectorAll('table.ordered td.value'))
+                .map(c => c.textContent),
+            reading: document.querySelector('p.reading').textContent,
+            right: cells[0].getBoundingClientRect().right,
+            viewport: document.documentElement.clientWidth,
+        };
+        """
+    )
+    names = sorted(p.name for p in out.glob("*.json"))
+    assert len(shown["values"]) == 6 and len(names) == 6
+    expected = {
+        f"{json.loads((out / name).read_text())['explained'][0]['disagreement']:.3f}"
+        for name in names
+    }
+    assert set(shown["values"]) == expected  # the JSON's numbers, to three decimals
+    assert shown["ordered"] == sorted(shown["values"], key=float, reverse=True)
+    assert len(shown["marked"]) == 1  # 10% of 6 rounds to 1: the largest is marked
+    assert "On this run it ranges from" in shown["reading"]
+    assert "should cover" not in shown["reading"]
+    assert shown["right"] <= shown["viewport"]  # the column is on screen, not scrolled away
+    cell = browser.find_element("css selector", "table.grid td.disagreement")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+    picture = tmp_path / "demo-disagreement.png"
+    picture.write_bytes(cell.screenshot_as_png)
+    keep = os.environ.get("GRADCAMPP_SCREENSHOTS")
+    if keep:
+        shutil.copy(picture, Path(keep) / picture.name)
+    with Image.open(picture) as image:
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    assert (pixels < 128).sum() > 30  # the number is drawn, in ink
+
+
+def _check_narrow_window(browser, tmp_path: Path) -> None:
+    """At 480 px the report stacks its cells: nothing scrolls sideways."""
+    browser.set_window_size(480, 900)
+    try:
+        layout = browser.execute_script(
+            "return [document.documentElement.clientWidth, document.documentElement.scrollWidth,"
+            " document.querySelector('table.grid thead').getBoundingClientRect().height];"
+        )
+        assert browser.save_screenshot(str(tmp_path / "demo-480.png"))
+    finally:
+        browser.set_window_size(1280, 1000)
+    keep = os.environ.get("GRADCAMPP_SCREENSHOTS")
+    if keep:
+        shutil.copy(tmp_path / "demo-480.png", Path(keep) / "demo-480.png")
+    viewport, scroll_width, header_height = layout
+    assert viewport <= 480
+    assert scroll_width <= viewport, layout
+    assert header_height == 0  # the header row gives way to a label on each cell
+
+
 def test_demo_report_in_chromium(browser, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--count", "4", "-q"]) == EXIT_OK
@@ -94,12 +157,14 @@ def test_demo_report_in_chromium(browser, tmp_path, capsys):
     assert state["ready"] == "complete"
     broken = [src for src, complete, width in state["images"] if not complete or width == 0]
     assert broken == []
-    assert state["headers"] == ["Image", "Grad-CAM++", "Grad-CAM", "Top classes"]
+    assert state["headers"] == ["Image", "Grad-CAM++", "Grad-CAM", "Disagreement", "Top classes"]
     assert state["rows"] == 6  # 4 single-instance + 2 multi-instance images
     assert len(state["images"]) == 1 + 6 * 3  # colour bar + (image, 2 overlays) per row
     assert state["shownImages"] == 1 + 6 * 3  # every picture at a readable size
     assert state["gridWidth"] > 800 and state["gridHeight"] > 6 * 200
     _check_screenshot(tmp_path / "demo-report.png")
+    _check_disagreement_column(browser, out, tmp_path)
+    _check_narrow_window(browser, tmp_path)
     # the broken-image check does see a missing picture
     (out / "multi-00.gradcam.png").unlink()
     state = _open(browser, out / "index.html", tmp_path / "demo-broken.png")
@@ -222,7 +287,7 @@ def test_top_k_3_with_both_methods_fits_1400_pixels(browser, tmp_path, monkeypat
         )
     finally:
         browser.set_window_size(1280, 1000)
-    assert state["headers"] == ["Image", "Grad-CAM++", "Grad-CAM", "Top classes"]
+    assert state["headers"] == ["Image", "Grad-CAM++", "Grad-CAM", "Disagreement", "Top classes"]
     assert state["rows"] == 3
     assert len(state["images"]) == 1 + 3 * (1 + 2 * 3)
     assert layout["topText"] == "Top classes"

@@ -211,3 +211,20 @@ def test_plot_explanations_saves_with_its_colour_bar(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0
     matplotlib.pyplot.close(with_bar)
     matplotlib.pyplot.close(without)
+
+
+@pytest.mark.parametrize(("n", "cols", "img_size"), [(3, 3, 2.5), (4, 4, 1.0), (2, 2, 0.6)])
+def test_colour_bar_label_lies_inside_the_saved_figure(tmp_path, n, cols, img_size):
+    images = np.random.default_rng(15).random((n, 16, 16, 3)).astype(np.float32)
+    maps = np.random.default_rng(16).random((n, 16, 16)).astype(np.float32)
+    figure = plot_explanations(images, maps, cols=cols, img_size=img_size)
+    figure.savefig(tmp_path / "grid.png")  # the default savefig: the whole figure, no cropping
+    renderer = figure.canvas.get_renderer()
+    (bar,) = _colour_bars(figure)
+    label = bar.yaxis.label
+    assert "minimum" in label.get_text() and "maximum" in label.get_text()
+    box, page = label.get_window_extent(renderer), figure.bbox
+    assert box.height > 0 and box.width > 0
+    assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)
+    assert page.y0 <= box.y0 and box.y1 <= page.y1, (box, page)
+    matplotlib.pyplot.close(figure)

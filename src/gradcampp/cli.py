@@ -9,10 +9,12 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from gradcampp.out_folder import OutputDirError, claim_folder, prepare_out_dir
 
 EXIT_OK = 0
 EXIT_SKIPPED = 1
@@ -28,11 +30,16 @@ EXIT_CODES = f"""exit status:
   {EXIT_OK}  every image was explained and written
   {EXIT_SKIPPED}  some inputs were skipped (unreadable, corrupt, too large, or the model failed
      on them): each was reported, the others were written
-  {EXIT_USAGE}  bad command line (unknown option or value, no image found), or --out is not a
-     writable directory
-  {EXIT_MODEL}  the model could not be used: missing or unreadable model/weights file, unknown
-     model spec or device, a module:callable that fails, bad --layer name, no layer to
-     explain, --target out of range, unsupported model or model output
+  {EXIT_USAGE}  bad command line (unknown option or value, no image found); --out is
+     not a writable directory or breaks the output-folder rules (a link, or a
+     folder not made by gradcampp, named explanations.parquet; a manifest that
+     is a pipe); --resume finds a run file that does not parse or records other
+     settings
+  {EXIT_MODEL}  the model could not be used: missing model/weights file or one that is
+     not a regular file, unknown model spec or device, a module:callable that
+     fails, bad --layer name, no layer to explain, a model that fails on every
+     input of the size given (--size), --target out of range, unsupported model
+     or model output (e.g. infinite class scores)
   {EXIT_NOTHING}  no input could be read or explained (each was reported)
   {EXIT_INTERNAL}  an unexpected error: a bug in gradcampp (GRADCAMPP_TRACEBACK=1 shows where)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
@@ -40,8 +47,10 @@ EXIT_CODES = f"""exit status:
 
 DEMO_EXIT_CODES = f"""exit status:
   {EXIT_OK}  the demo was explained and written
-  {EXIT_USAGE}  bad command line, or --out is not a writable directory
-  {EXIT_MODEL}  the demo network could not be loaded (missing extras: pip install "gradcampp[demo]")
+  {EXIT_USAGE}  bad command line, --out is not a writable directory, or its folder
+     inputs was not made by gradcampp (the demo's images go there)
+  {EXIT_MODEL}  the demo network could not be loaded: a missing extra (the message names it;
+     pip install ".[demo]" in a gradcampp checkout)
   {EXIT_INTERNAL}  an unexpected error: a bug in gradcampp (GRADCAMPP_TRACEBACK=1 shows where)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
@@ -75,6 +84,15 @@ PREPROCESS_HELP = f"""preprocessing:
                            range, with a warning); at most 100 megapixels, aspect ratio 50:1
   Each image is reduced to the model's view as it is read: memory grows with --batch-size,
   not with the size of the files."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2), naming the
+    help to read instead of printing the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"gradcampp: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
 
 
 def _positive(text: str) -> int:
@@ -128,6 +146,26 @@ def _triple(text: str) -> tuple[float, float, float]:
     return values
 
 
+def _std(text: str) -> tuple[float, float, float]:
+    from gradcampp.images import Preprocess
+
+    values = _triple(text)
+    try:
+        Preprocess(size=(1, 1), std=values)  # the rule on std lives there
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return values
+
+
+def _out(text: str) -> str:
+    from gradcampp.out_folder import OutputDirError, check_out_text
+
+    try:
+        return check_out_text(text)
+    except OutputDirError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--out ")) from None
+
+
 def _alpha(text: str) -> float:
     try:
         value = float(text)
@@ -141,9 +179,11 @@ def _alpha(text: str) -> float:
 def _add_output_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--out",
+        type=_out,
         default=default_out,
         metavar="DIR",
-        help=f"output directory (default: {default_out})",
+        help=f"output directory (default: {default_out}); a file there that gradcampp did not "
+        "write is never replaced",
     )
     parser.add_argument(
         "--cmap", default="inferno", help="matplotlib colour map of the overlays (default: inferno)"
@@ -161,7 +201,7 @@ def _add_output_options(parser: argparse.ArgumentParser, default_out: str) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gradcampp`` command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gradcampp",
         description="Grad-CAM++ and Grad-CAM explanations of image classifiers: overlays, raw\n"
         "maps, predictions and a browsable HTML report. Start with: gradcampp demo",
@@ -259,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--mean", type=_triple, metavar="R,G,B", help="normalisation mean (values in [0, 1])"
     )
-    explain.add_argument("--std", type=_triple, metavar="R,G,B", help="normalisation std")
+    explain.add_argument("--std", type=_std, metavar="R,G,B", help="normalisation std")
     explain.add_argument(
         "--batch-size", type=_positive, default=16, metavar="N", help="images per batch (16)"
     )
@@ -283,9 +323,11 @@ def _gpus(text: str) -> float:
 
 ENGINE_HELP = """engines:
   local                    this process (default)
-  ray                      a Ray cluster (pip install "gradcampp[ray]"): one model per worker,
-                           images streamed through Ray Data; without --address a local Ray is
-                           started for the run with --workers CPUs. The same files as local."""
+  ray                      a Ray cluster (pip install ".[ray]" in a gradcampp checkout): one
+                           model per worker, images streamed through Ray Data; without
+                           --address a local Ray is started for the run with --workers CPUs
+                           (RAY_ADDRESS, when set, is joined instead). The request is checked
+                           against the cluster before anything starts. The same files as local."""
 
 
 def _add_engine_options(explain: argparse.ArgumentParser) -> None:
@@ -304,7 +346,8 @@ def _add_engine_options(explain: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resume",
         action="store_true",
-        help="explain only the images a previous run into --out did not finish",
+        help="explain only the images a previous run into --out did not finish (a record "
+        "that does not match what gradcampp writes is explained again, with a warning)",
     )
     group.add_argument(
         "--no-overlays",
@@ -363,39 +406,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-class OutputDirError(Exception):
-    """``--out`` cannot hold the results (a file, under a file, read-only, a bad name)."""
-
-
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` if needed and check that files can be created in it.
-
-    Raises:
-        OutputDirError: saying why not.
-    """
-    from gradcampp.outputs import display_path
-
-    shown = display_path(out_dir)
-    try:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise OutputDirError(f"--out {shown} is a file, not a directory")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputDirError(
-            f"--out {shown} cannot be created: a part of that path is a file"
-        ) from None
-    except OSError as error:
-        raise OutputDirError(
-            f"--out {shown} cannot be created: {error.strerror or error}"
-        ) from None
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".tmp-", dir=out_dir)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise OutputDirError(f"--out {shown} is not writable: {error.strerror or error}") from None
-
-
 def _check_cmap(cmap: str) -> None:
     from gradcampp.viz import colorize
 
@@ -428,6 +438,26 @@ def _report(result: object, quiet: bool) -> int:
     return EXIT_SKIPPED if result.skipped else EXIT_OK
 
 
+def _near_classes(text: str, classes: Sequence[str], n: int = 5) -> str:
+    """The class names nearest to ``text`` with their indices, as ``--layer`` suggests layers:
+    names that contain it (as a word part) first, then spelling neighbours."""
+    import difflib
+
+    lowered = [name.lower() for name in classes]
+    key = text.lower()
+    found = [i for i, name in enumerate(lowered) if key and key in name]
+    close = difflib.get_close_matches(key, lowered, n=n, cutoff=0.6)
+    for name in close:
+        index = lowered.index(name)
+        if index not in found:
+            found.append(index)
+    if not found:
+        return f"no name is close to it (the model has {len(classes)} classes)"
+    shown = ", ".join(f"{classes[i]!r} ({i})" for i in found[:n])
+    more = f" and {len(found) - n} more" if len(found) > n else ""
+    return f"nearest names (index): {shown}{more}"
+
+
 def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | None:
     from gradcampp.model_specs import ModelSpecError
 
@@ -440,7 +470,8 @@ def _resolve_target(text: str | None, classes: Sequence[str] | None) -> int | No
         if matches:
             return matches[0]
         raise ModelSpecError(
-            f"--target {text!r} is neither a class index (0, 1, 2, ...) nor one of the class names"
+            f"--target {text!r} is neither a class index (0, 1, 2, ...) nor one of the class "
+            f"names; {_near_classes(text, classes)}"
         )
     raise ModelSpecError(
         f"--target {text!r} is not a class index (0, 1, 2, ...), and class names are unknown "
@@ -455,14 +486,18 @@ def run_explain(args: argparse.Namespace) -> int:
     from gradcampp.engines.work import Settings
     from gradcampp.images import find_images
     from gradcampp.model_specs import ModelSpecError, read_class_names
-    from gradcampp.outputs import display_path, read_manifest
+    from gradcampp.out_folder import read_manifest
+    from gradcampp.outputs import display_path
     from gradcampp.pipeline import METHODS
 
     problem = _engine_usage(args)
     if problem is not None:
         return _error(problem, EXIT_USAGE)
     out_dir = Path(args.out)
-    paths = find_images(args.inputs, exclude=out_dir, skip=read_manifest(out_dir))
+    try:
+        paths = find_images(args.inputs, exclude=out_dir, skip=read_manifest(out_dir))
+    except OutputDirError as error:
+        return _error(str(error), EXIT_USAGE)
     if not paths:
         return _error(
             "no image found in " + " ".join(display_path(p) for p in args.inputs), EXIT_USAGE
@@ -532,14 +567,35 @@ def run_explain(args: argparse.Namespace) -> int:
     return _report(result, args.quiet)
 
 
+DEMO_MODULES = {"torch": "torch", "PIL": "pillow", "matplotlib": "matplotlib", "jinja2": "jinja2"}
+
+
+def _missing_modules(modules: dict[str, str]) -> list[str]:
+    """The packages (install names) of ``modules`` (import name -> package) that do not import."""
+    import importlib
+
+    missing = []
+    for module, package in modules.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """``gradcampp demo``: generated shape images, the bundled network, both methods."""
     from gradcampp.model_specs import ModelSpecError, load_model
 
-    try:
-        from gradcampp.demo_run import write_demo_inputs
-    except ImportError as error:
-        return _error(f"the demo needs its extra dependencies: {error}", EXIT_MODEL)
+    missing = _missing_modules(DEMO_MODULES)
+    if missing:
+        return _error(
+            f"the demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            'not installed: pip install ".[demo]" in a gradcampp checkout (the "demo" extra)',
+            EXIT_MODEL,
+        )
+    from gradcampp.demo_run import write_demo_inputs
+
     out_dir = Path(args.out)
     try:
         _check_cmap(args.cmap)
@@ -547,7 +603,8 @@ def run_demo(args: argparse.Namespace) -> int:
         loaded = load_model("demo-fc" if args.head == "fc" else "demo")
         from gradcampp.pipeline import explain_images
 
-        demo_images = write_demo_inputs(out_dir / "inputs", count=args.count, seed=args.seed)
+        inputs = claim_folder(out_dir, "inputs", "the demo's images")
+        demo_images = write_demo_inputs(inputs, count=args.count, seed=args.seed)
         truth = {image.path: image for image in demo_images}
         result = explain_images(
             loaded,

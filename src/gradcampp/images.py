@@ -1,6 +1,7 @@
 """Image files: finding them, reading them, preparing them for a model, writing PNGs.
 
-Reading and writing need Pillow (``pip install "gradcampp[cli]"``), imported when first used.
+Reading and writing need Pillow (``pip install ".[cli]"`` in a gradcampp checkout), imported
+when first used.
 
 Preprocessing turns a ``uint8`` RGB image into what a model takes, in two steps:
 
@@ -53,7 +54,7 @@ def _pil() -> object:
         from PIL import Image
     except ImportError as error:  # pragma: no cover - exercised only without Pillow
         raise ImportError(
-            'reading and writing images needs Pillow: pip install "gradcampp[cli]"'
+            'reading and writing images needs Pillow: pip install ".[cli]" in a gradcampp checkout'
         ) from error
     return Image
 
@@ -259,8 +260,12 @@ class Preprocess:
             if len(values) != 3:
                 raise ValueError(f"{name} needs 3 values (R, G, B), got {len(values)}")
             object.__setattr__(self, name, values)
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std values must be positive, got {self.std}")
+        tiny = float(np.finfo(np.float32).tiny)  # inputs are divided by std in float32
+        if any(not tiny <= s <= float(np.finfo(np.float32).max) for s in self.std):
+            raise ValueError(
+                f"std values must be positive and normal numbers in float32 (at least {tiny:.3g}; "
+                f"a smaller one is 0 there, and dividing by it gives Inf), got {self.std}"
+            )
 
     def view(self, image: np.ndarray) -> np.ndarray:
         """``uint8`` ``(H, W, 3)`` image -> the ``uint8`` view ``(*size, 3)`` the model sees.

@@ -15,14 +15,22 @@ A model spec is one of:
   is loaded only with ``allow_pickle=True``, because unpickling runs code stored in the file.
 - ``demo``: the bundled demo network (``gradcampp.demo``); ``demo-fc``: the second one, with a
   flatten + hidden fully connected head.
+
+Files named by the user (model, weights, class names) are opened only when they are regular
+files: a FIFO would block and a device such as ``/dev/zero`` never ends. For
+``package.module:callable`` only the named module is looked up in the current directory (as
+``python -m`` would find it); everything it imports comes from the installed packages, so a
+``tqdm.py`` or ``jinja2.py`` lying in the current directory is never run in their place.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import json
+import os
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -31,13 +39,31 @@ from typing import Any
 
 import numpy as np
 
+from gradcampp._files import NotRegularFileError, check_regular, read_regular
 from gradcampp.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 DEFAULT_SIZE = 224
+MAX_CLASS_FILE_BYTES = 64 << 20  # --classes: read whole
+
+
+def _regular(path: Path, what: str) -> None:
+    """ModelSpecError unless ``path`` is a regular file (a missing one: "not found")."""
+    try:
+        check_regular(path, f"{what} {path}")
+    except FileNotFoundError:
+        raise ModelSpecError(f"{what} not found: {path}") from None
+    except NotRegularFileError as error:
+        raise ModelSpecError(str(error)) from None
+    except OSError as error:
+        raise ModelSpecError(f"cannot open {what} {path}: {error.strerror or error}") from None
 
 
 class ModelSpecError(ValueError):
     """A model that cannot be loaded: unknown spec, missing file, wrong weights, bad layer."""
+
+
+class NonFiniteScoresError(ValueError):
+    """The model returned NaN or infinite class scores for an input."""
 
 
 @dataclass
@@ -89,6 +115,12 @@ class LoadedModel:
             raise ModelSpecError(
                 f"the model must return class scores (N, K), got shape {outputs.shape}"
             )
+        if not np.isfinite(outputs).all():
+            bad = "NaN" if np.isnan(outputs).any() else "infinite"
+            raise NonFiniteScoresError(
+                f"the model returned {bad} class scores, so no class probability or map can "
+                "be computed"
+            )
         sums = outputs.sum(axis=1)
         if outputs.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3):
             return outputs
@@ -109,7 +141,9 @@ def _torch() -> Any:
     try:
         import torch
     except ImportError as error:  # pragma: no cover - exercised only without torch
-        raise ModelSpecError('PyTorch models need torch: pip install "gradcampp[torch]"') from error
+        raise ModelSpecError(
+            'PyTorch models need torch: pip install ".[torch]" in a gradcampp checkout'
+        ) from error
     return torch
 
 
@@ -136,8 +170,7 @@ def _check_not_torchscript(model: Any, what: str) -> None:
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
     torch = _torch()
-    if not path.is_file():
-        raise ModelSpecError(f"weights file not found: {path}")
+    _regular(path, "weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -304,9 +337,8 @@ def _head_rows(model: Any) -> int | None:
 
 def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
     module_name, _, attribute = spec.partition(":")
-    if str(Path.cwd()) not in sys.path and "" not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # as `python -m` would, so local modules are found
     try:
+        _import_top_level_from_cwd(module_name)
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise ModelSpecError(
@@ -361,6 +393,28 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
     raise ModelSpecError(
         f"{spec} returned {type(model).__name__}, not a torch.nn.Module or a Keras model"
     )
+
+
+def _import_top_level_from_cwd(module_name: str) -> None:
+    """Import the top-level package of ``module_name`` from the current directory, if it is there.
+
+    Only that one name is looked up in the current directory (``sys.path`` is left as it is), so
+    that ``--model mymodels:make`` finds ``./mymodels.py`` while the modules it imports, and
+    gradcampp's own, come from the installed packages.
+    """
+    top = module_name.split(".")[0]
+    if top in sys.modules:
+        return
+    found = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+    if found is None or found.loader is None:
+        return  # not in the current directory: the normal import finds it, or says why not
+    module = importlib.util.module_from_spec(found)
+    sys.modules[top] = module
+    try:
+        found.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
 
 
 def _required_parameters(function: Any) -> list[str]:
@@ -474,9 +528,14 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
 
 def _demo(device: str, head: str = "gap") -> LoadedModel:
     try:
+        import torch  # noqa: F401  (the demo networks are PyTorch modules)
+
         from gradcampp.demo import CLASSES, load_demo_model
     except ImportError as error:
-        raise ModelSpecError(f"the demo model is not available: {error}") from error
+        raise ModelSpecError(
+            f"the demo network needs {error.name or 'its extra dependencies'}, which is not "
+            'installed: pip install ".[demo]" in a gradcampp checkout (the "demo" extra)'
+        ) from error
     return LoadedModel(
         _finish_torch(load_demo_model(head), device),
         Preprocess(size=(64, 64)),
@@ -489,14 +548,16 @@ def _demo(device: str, head: str = "gap") -> LoadedModel:
 def read_class_names(path: str) -> tuple[str, ...]:
     """Class names from a text file (one per line) or a JSON list."""
     file = Path(path)
-    if not file.is_file():
-        raise ModelSpecError(f"class names file not found: {file}")
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_regular(file, MAX_CLASS_FILE_BYTES, f"class names file {file}").decode("utf-8")
+    except FileNotFoundError:
+        raise ModelSpecError(f"class names file not found: {file}") from None
     except UnicodeDecodeError as error:
         raise ModelSpecError(
             f"class names file {file} is not UTF-8 text ({error.reason})"
         ) from error
+    except NotRegularFileError as error:
+        raise ModelSpecError(str(error)) from None
     except OSError as error:
         raise ModelSpecError(f"cannot read class names file {file}: {error.strerror}") from error
     if file.suffix.lower() == ".json":
@@ -552,12 +613,12 @@ def load_model(
                 f"--weights is not used with a .keras file ({path.name} holds its own weights); "
                 "leave it out"
             )
-        if not path.is_file():
-            raise ModelSpecError(f"model file not found: {path}")
+        _regular(path, "model file")
         return _keras_file(path)
     if path.exists():
         if path.is_dir():
             raise ModelSpecError(f"{path} is a directory, not a model file")
+        _regular(path, "model file")
         return _torch_file(path, weights, allow_pickle, device)
     if ":" in spec and not spec.startswith(("/", ".")):
         module_name, _, attribute = spec.partition(":")

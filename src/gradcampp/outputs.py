@@ -6,15 +6,17 @@ that
 
 - every ``NAME`` is unique within the run (also when two folders hold the same file name, or an
   input is itself called ``a-2.png``), whatever the case of the letters;
-- no result file ever has the path of an input (``--out`` may be the inputs' own folder, which
-  may hold files such as ``b.input.png`` or ``colorbar.png``);
+- no result file ever has the path of an input, or of any other entry of the output folder that
+  gradcampp did not write (``gradcampp.out_folder``, rule 2: ``--out`` may be the inputs' own
+  folder, which may hold files such as ``b.input.png``, ``cat.json`` or ``index.html``);
 - names are printable, UTF-8, and short enough for every file system (255 bytes) with the longest
   suffix added;
 - text from file names is shown losslessly even when the name is not valid UTF-8;
 - CSV cells cannot be read as formulas by a spreadsheet (OWASP's "CSV injection").
 
-A hidden file, ``.gradcampp-files``, lists the result files a run wrote into a folder, so that a
-later run over the same folder does not take them for inputs.
+A hidden file, ``.gradcampp-files`` (``gradcampp.out_folder``), lists the result files a run wrote
+into a folder, so that a later run over the same folder does not take them for inputs, and may
+replace them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,20 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-MANIFEST = ".gradcampp-files"
+from gradcampp.out_folder import MANIFEST, add_to_manifest, foreign_names, read_manifest
+
+__all__ = [
+    "MANIFEST",
+    "add_to_manifest",
+    "blocked_names",
+    "csv_cell",
+    "display_path",
+    "free_run_file",
+    "read_manifest",
+    "relative_path",
+    "safe_stem",
+    "unique_names",
+]
 MAX_NAME_BYTES = 120  # NAME; the longest suffix (".gradcampp.10-<40 chars>.png") stays < 255
 CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -103,9 +118,18 @@ def blocked_names(file_names: Iterable[str], methods: Sequence[str]) -> set[str]
 
 
 def _names_in(folder: Path, paths: Iterable[Path]) -> list[str]:
-    """The file names of ``paths`` that lie directly in ``folder``."""
+    """The file names of ``paths`` that lie directly in ``folder`` (a link is where it stands, not
+    where it points)."""
     root = folder.resolve()
-    return [path.name for path in paths if path.resolve().parent == root]
+    return [path.name for path in paths if Path(os.path.abspath(path)).parent.resolve() == root]
+
+
+def _taken(out_dir: Path | None, paths: Iterable[Path]) -> set[str]:
+    """Casefolded names in ``out_dir`` that no result may take: its foreign entries and the
+    inputs lying in it."""
+    if out_dir is None:
+        return set()
+    return foreign_names(out_dir) | {name.casefold() for name in _names_in(out_dir, paths)}
 
 
 def unique_names(
@@ -115,11 +139,12 @@ def unique_names(
 
     Each input keeps its own ``safe_stem`` where it can: the first of several equal stems keeps
     it, the others get ``-2``, ``-3``... (skipping every name taken by another input). A name whose
-    result files would have the name of an input lying in ``out_dir`` is
-    passed over in the same way (``blocked_names``).
+    result files would have the name of an input lying in ``out_dir``, or of any entry there that
+    gradcampp did not write (``out_folder.foreign_names``), is passed over in the same way
+    (``blocked_names``).
     """
     stems = [safe_stem(path) for path in paths]
-    blocked = blocked_names(_names_in(out_dir, paths) if out_dir is not None else [], methods)
+    blocked = blocked_names(_taken(out_dir, paths), methods)
 
     def clashes(name: str) -> bool:
         return name.casefold() in blocked
@@ -142,30 +167,11 @@ def unique_names(
 
 
 def free_run_file(out_dir: Path, file_name: str, inputs: Iterable[Path]) -> str:
-    """``file_name`` (e.g. ``colorbar.png``), or ``stem-2.ext``... if an input has that path."""
-    here = {name.casefold() for name in _names_in(out_dir, inputs)}
+    """``file_name`` (e.g. ``colorbar.png``), or ``stem-2.ext``... if an input, or an entry that
+    gradcampp did not write (``out_folder.foreign_names``), has that path."""
+    here = _taken(out_dir, inputs)
     stem, dot, suffix = file_name.partition(".")
     candidate, k = file_name, 2
     while candidate.casefold() in here:
         candidate, k = f"{stem}-{k}{dot}{suffix}", k + 1
     return candidate
-
-
-def read_manifest(out_dir: Path) -> set[Path]:
-    """The result files listed in ``out_dir``'s manifest (written by earlier runs)."""
-    try:
-        text = (out_dir / MANIFEST).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    return {out_dir / line for line in text.splitlines() if line and "/" not in line}
-
-
-def add_to_manifest(out_dir: Path, file_names: Iterable[str]) -> None:
-    """Append ``file_names`` to ``out_dir``'s manifest (never through a symbolic link)."""
-    path = out_dir / MANIFEST
-    if path.is_symlink():
-        path.unlink()
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    handle = os.open(path, flags, 0o644)
-    with os.fdopen(handle, "a", encoding="utf-8") as file:
-        file.write("".join(f"{name}\n" for name in file_names))

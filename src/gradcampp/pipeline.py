@@ -9,7 +9,8 @@ For each explained image ``NAME.ext`` (``NAME`` made unique within the run, see
 - ``NAME.<method>.npy``: the raw float32 map at the model's input resolution, ``(H, W)``, or
   ``(T, H, W)`` for ``T`` explained classes;
 - ``NAME.json``: the input path (relative to the output directory), the top classes with
-  probabilities, the explained classes and the files written;
+  probabilities, the explained classes (with both methods, each with the ``disagreement`` of its
+  two maps, ``gradcampp.disagreement``) and the files written;
 
 and for the run ``predictions.csv`` (one line per image and top class) and ``index.html``.
 
@@ -36,6 +37,7 @@ import numpy as np
 
 import gradcampp
 from gradcampp._files import write_atomically, write_text
+from gradcampp.disagreement import disagreement
 from gradcampp.explainers import GradCAM, GradCAMPP
 from gradcampp.images import ImageReadError, Preprocess, read_view, save_png
 from gradcampp.model_specs import LoadedModel, ModelSpecError
@@ -295,6 +297,8 @@ def explain_views_isolated(
     if len(errors) == len(failures) and all(_raised_by_gradcampp(e) for e in errors):
         message = str(errors[0]).replace("conv_layer", "--layer (or a larger --size)", 1)
         raise ModelSpecError(message) from errors[0]
+    if len(errors) == len(failures):
+        _check_input_size(loaded, views[0], errors[0])
     return [
         (
             f"the model failed on it ({_first_line(item)})"
@@ -305,6 +309,24 @@ def explain_views_isolated(
         else item
         for item in failures
     ]
+
+
+def _check_input_size(loaded: LoadedModel, view: np.ndarray, error: BaseException) -> None:
+    """Raise ModelSpecError when the model fails on a blank input of ``view``'s size with the
+    same ``error`` it gave on every image: then the size, not the images, is what it cannot take
+    (e.g. ``--size 1`` on a network whose pooling layers need more pixels)."""
+    try:
+        loaded.predict(loaded.preprocess.input(np.zeros_like(view))[None])
+    except ModelSpecError:
+        raise
+    except Exception as blank:
+        if _first_line(blank) == _first_line(error):
+            height, width = view.shape[:2]
+            raise ModelSpecError(
+                f"the model fails on every input of {height}x{width} pixels, whatever it shows "
+                f"({_first_line(error)}); the size comes from --size or the model's "
+                "preprocessing: give a size the model takes (a larger --size)"
+            ) from error
 
 
 def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] | None) -> dict:
@@ -325,6 +347,14 @@ def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] |
             ],
         }
     return files
+
+
+def method_disagreements(maps: dict[str, np.ndarray]) -> list[float | None] | None:
+    """Per explained class, ``gradcampp.disagreement.disagreement`` of the Grad-CAM++ and the
+    Grad-CAM map (``maps[m]``: ``(T, H, W)``); None unless both methods ran."""
+    if "gradcampp" not in maps or "gradcam" not in maps:
+        return None
+    return [disagreement(a, b) for a, b in zip(maps["gradcampp"], maps["gradcam"], strict=True)]
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -406,6 +436,13 @@ def write_image_results(
                 save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
                 rank = f"#{t + 1} " if several else ""
                 panels.append(Panel(png, f"{rank}{labels[t]} ({100 * found.probs[c]:.1f}%)"))
+        explained: list[dict[str, Any]] = [
+            {"class_index": int(c), "class_name": label, "probability": float(found.probs[c])}
+            for c, label in zip(found.explained, labels, strict=True)
+        ]
+        compared = method_disagreements(found.maps)
+        for item, value in zip(explained, compared or [], strict=False):
+            item["disagreement"] = value  # 1 - Pearson r of the two maps; null: a constant map
         record = {
             "input": input_text,
             "name": name,
@@ -413,10 +450,7 @@ def write_image_results(
             "layer": layer,
             "size": list(view.shape[:2]),
             "top_classes": top,
-            "explained": [
-                {"class_index": int(c), "class_name": label, "probability": float(found.probs[c])}
-                for c, label in zip(found.explained, labels, strict=True)
-            ],
+            "explained": explained,
             "files": {
                 "input": files["input"] if overlays else None,
                 "overlays": {
@@ -444,6 +478,7 @@ def write_image_results(
         panels=panels,
         predictions=[(label, prob) for _, _, label, prob in ranked],
         note=note,
+        disagreement=compared or (),
         files=[
             *((f"{METHODS[m][1]} map (.npy)", files[m]["map"]) for m in methods),
             ("predictions (.json)", files["json"]),

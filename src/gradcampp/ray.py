@@ -1,23 +1,21 @@
 """Grad-CAM++ on Ray: inside your own Ray Data pipelines, or a whole ``gradcampp explain`` job.
 
-- :class:`ExplainBatch`: a callable class for ``ray.data.Dataset.map_batches``: each actor holds
-  one model and its explainers; batches of images come in, the same batches with predictions
-  and maps come out.
+- :func:`read_images` and :func:`explain_dataset`: a Ray Data pipeline whose stages each have
+  their own resource budget: reading as small CPU tasks, explaining in a pool of actors that each
+  hold one model and together never hold every CPU (so reading can never wait for ever on them),
+  with paths resolved on the driver.
+- :class:`ExplainBatch`: the callable class of that stage, for ``ray.data.Dataset.map_batches``:
+  each actor holds one model and its explainers; batches of images come in, the same batches
+  with predictions and maps come out.
 - :func:`explain_files`: the whole command-line job (read, explain, write ``.npy``/Parquet,
   pictures, ``predictions.csv``, the report) from Python, on a Ray cluster or in this process.
 
-Needs Ray Data (``pip install "gradcampp[ray]"``).
+Needs Ray Data (``pip install ".[ray]"`` in a gradcampp checkout).
 
 Example:
-    >>> import ray
-    >>> from gradcampp.ray import ExplainBatch
-    >>> ds = ray.data.read_images("images/", mode="RGB")  # doctest: +SKIP
-    >>> ds = ds.map_batches(  # doctest: +SKIP
-    ...     ExplainBatch,
-    ...     fn_constructor_kwargs={"model": "torchvision:resnet50", "top_k": 3},
-    ...     compute=ray.data.ActorPoolStrategy(size=4),
-    ...     batch_size=32,
-    ... )
+    >>> from gradcampp.ray import explain_dataset, read_images
+    >>> ds = read_images("images/")  # doctest: +SKIP
+    >>> ds = explain_dataset(ds, "torchvision:resnet50", concurrency=4, top_k=3)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from gradcampp.engines import run_job
-from gradcampp.engines.ray_engine import set_threads
+from gradcampp.engines.ray_engine import import_ray, set_threads
 from gradcampp.engines.recipe import ModelRecipe
 from gradcampp.engines.work import ImageWork, Settings
 from gradcampp.pipeline import ImageExplanation, RunResult
 
-__all__ = ["ExplainBatch", "explain_files"]
+__all__ = ["ExplainBatch", "actor_cpus", "explain_dataset", "explain_files", "read_images"]
+
+READ_CPUS = 0.25  # what one reading task reserves: decoding an image is short and single-threaded
 
 
 def _rgb(image: Any) -> np.ndarray:
@@ -155,6 +155,108 @@ class ExplainBatch:
             maps = np.stack([item.maps[method] for item in found])  # (N, T, h, w)
             out[method] = maps[:, 0] if single else maps
         return out
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path)
+    if "://" in text:  # s3://, gs://, file://...: a location every worker resolves alike
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
+def read_images(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    mode: str = "RGB",
+    num_cpus: float = READ_CPUS,
+    **options: Any,
+) -> Any:
+    """``ray.data.read_images`` with local paths made absolute here, on the driver.
+
+    Ray Data opens a relative path in each worker's working directory, which on a cluster is not
+    the driver's (it is where ``ray start`` ran): ``"images/"`` would be read from another folder,
+    or not found. Each reading task reserves ``num_cpus`` CPUs (a quarter by default), its own
+    budget beside the model actors' (see :func:`explain_dataset`).
+
+    Args:
+        paths: image files and/or folders (local or URLs such as ``s3://...``, left as given).
+        mode: the Pillow mode of the images (``"RGB"``: ``uint8 (H, W, 3)``).
+        num_cpus: CPUs reserved by each reading task.
+        **options: other arguments of ``ray.data.read_images`` (``size``, ``include_paths``...).
+
+    Returns:
+        a ``ray.data.Dataset`` with an ``image`` column.
+    """
+    ray = import_ray()
+    given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    return ray.data.read_images(
+        [_absolute(p) for p in given], mode=mode, num_cpus=num_cpus, **options
+    )
+
+
+def actor_cpus(cluster_cpus: float, concurrency: int) -> float:
+    """CPUs each of ``concurrency`` model actors reserves, so that together they never hold every
+    CPU of the cluster and reading and writing tasks always have some.
+
+    ``min(1, (C - K) / n)`` with ``C`` the cluster's CPUs, ``n`` the actors and
+    ``K = min(1, C / 2)`` the CPUs kept for the other stages (an actor's threads are set apart
+    from this reservation, which only decides where Ray places it).
+
+    Raises:
+        ValueError: for ``concurrency < 1`` or a cluster without CPUs.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
+    if cluster_cpus <= 0:
+        raise ValueError(f"the Ray cluster has no CPU (CPU resources: {cluster_cpus})")
+    kept = min(1.0, cluster_cpus / 2)
+    return min(1.0, (cluster_cpus - kept) / concurrency)
+
+
+def explain_dataset(
+    dataset: Any,
+    model: str | Callable[[], Any],
+    *,
+    concurrency: int = 1,
+    num_gpus: float = 0.0,
+    batch_size: int = 32,
+    **options: Any,
+) -> Any:
+    """``dataset.map_batches(ExplainBatch, ...)`` in a pool of actors with a budget of their own.
+
+    With ``concurrency`` actors of one CPU each on a cluster of ``concurrency`` CPUs, the actors
+    would hold every CPU and the tasks reading the images would wait for ever (Ray Data reports
+    them as backpressured, and the run hangs without an error). Here each actor reserves
+    ``actor_cpus(cluster CPUs, concurrency)``, so the actors together leave at least one CPU (half
+    of a one- or two-CPU cluster) to the other stages.
+
+    Args:
+        dataset: a ``ray.data.Dataset`` with an image column (e.g. from :func:`read_images`).
+        model: as for :class:`ExplainBatch`.
+        concurrency: the actors, each holding one model.
+        num_gpus: GPUs each actor reserves (then give ``device="cuda"``).
+        batch_size: images per batch handed to an actor.
+        **options: the other arguments of :class:`ExplainBatch` (``methods``, ``top_k``,
+            ``device``, ``threads``, ...).
+
+    Returns:
+        the dataset with ExplainBatch's columns added (lazy, as every Ray Data dataset).
+    """
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init()
+    cpus = actor_cpus(float(ray.cluster_resources().get("CPU", 0.0)), concurrency)
+    options.setdefault("threads", 1)  # one thread per actor unless asked: actors share cores
+    remote: dict[str, Any] = {"num_cpus": cpus}
+    if num_gpus > 0:
+        remote["num_gpus"] = num_gpus
+    return dataset.map_batches(
+        ExplainBatch,
+        fn_constructor_kwargs={"model": model, **options},
+        concurrency=concurrency,
+        batch_size=batch_size,
+        **remote,
+    )
 
 
 def explain_files(

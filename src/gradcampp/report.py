@@ -7,6 +7,11 @@ autoescaping, so no text from a file or class name can become markup. Every link
 moved, zipped or served as it is, and a file name such as ``javascript:alert(1).png`` stays a
 file name. The page needs no script and no network, and forbids scripts (a Content Security
 Policy).
+
+With two methods and each entry's ``disagreement`` (``gradcampp.disagreement``: ``1 - r`` of the
+two maps of each explained class), the page adds a Disagreement column, marks the rows where the
+methods differ most, lists every image and class ordered by the number (largest first, a
+server-side ordering: no script) and says in "How to read it" what the numbers are on this run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from urllib.parse import quote
 import numpy as np
 
 from gradcampp._files import write_text
+from gradcampp.disagreement import most_different
 from gradcampp.images import save_png
 from gradcampp.viz import colorize
 
@@ -47,6 +53,9 @@ class ReportEntry:
         predictions: ``(class name, probability)`` pairs, best first.
         note: extra text under the name (e.g. the ground truth), may be empty.
         files: ``(label, relative path)`` links to the raw results (maps, predictions).
+        disagreement: per explained class, how much the first two columns' maps disagree
+            (``gradcampp.disagreement.disagreement``; None where it is undefined), or empty
+            when the row has no such number (one method).
     """
 
     name: str
@@ -55,6 +64,7 @@ class ReportEntry:
     predictions: Sequence[tuple[str, float]]
     note: str = ""
     files: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    disagreement: Sequence[float | None] = field(default_factory=tuple)
 
 
 def write_colorbar(path: str | os.PathLike[str], cmap: str = "inferno") -> None:
@@ -81,7 +91,9 @@ def _template() -> object:
     try:
         import jinja2
     except ImportError as error:  # pragma: no cover - jinja2 comes with the cli extra
-        raise ImportError('the HTML report needs Jinja2: pip install "gradcampp[cli]"') from error
+        raise ImportError(
+            'the HTML report needs Jinja2: pip install ".[cli]" in a gradcampp checkout'
+        ) from error
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("gradcampp", "templates"),
         autoescape=True,
@@ -117,6 +129,83 @@ def _row(entry: ReportEntry, n_columns: int, root: Path) -> dict[str, object]:
     }
 
 
+def _value_text(value: float | None) -> str:
+    return "undefined (a constant map)" if value is None else f"{value:.3f}"
+
+
+def comparison(
+    entries: Sequence[ReportEntry], columns: Sequence[str]
+) -> tuple[list[dict[str, object]], list[list[dict[str, object]]], str] | None:
+    """The disagreement part of the page: the image-class pairs ordered by disagreement (largest
+    first, undefined ones last), each row's cells, and the sentence on this run's numbers; None
+    unless there are two columns and every entry has one number per explained class.
+
+    Raises:
+        ValueError: when an entry's numbers do not match its explained classes.
+    """
+    if len(columns) < 2 or not entries or any(not e.disagreement for e in entries):
+        return None
+    pairs: list[tuple[int, int, float | None, str]] = []
+    for row, entry in enumerate(entries):
+        per_column = len(entry.panels) // len(columns)
+        if len(entry.disagreement) != per_column:
+            raise ValueError(
+                f"entry {entry.name!r} has {len(entry.disagreement)} disagreement values for "
+                f"{per_column} explained classes"
+            )
+        for t, value in enumerate(entry.disagreement):
+            pairs.append((row, t, value, entry.panels[t].caption))
+    marked = set(most_different([value for _, _, value, _ in pairs]))
+    cells: list[list[dict[str, object]]] = [[] for _ in entries]
+    for index, (row, _, value, caption) in enumerate(pairs):
+        cells[row].append(
+            {"caption": caption, "text": _value_text(value), "marked": index in marked}
+        )
+    order = sorted(
+        range(len(pairs)),
+        key=lambda i: (pairs[i][2] is None, -(pairs[i][2] or 0.0)),
+    )
+    ordered = [
+        {
+            "rank": rank,
+            "href": f"#row-{pairs[i][0] + 1}",
+            "name": entries[pairs[i][0]].name,
+            "caption": pairs[i][3],
+            "text": _value_text(pairs[i][2]),
+            "marked": i in marked,
+        }
+        for rank, i in enumerate(order, start=1)
+    ]
+    defined = np.array([value for _, _, value, _ in pairs if value is not None])
+    a, b = columns[0], columns[1]
+    if defined.size == 0:
+        data = "On this run every pair has a constant map, so no number is defined."
+    elif defined.size == 1:
+        data = f"On this run it is {defined[0]:.3f} for the one image and class."
+    else:
+        data = (
+            f"On this run it ranges from {defined.min():.3f} to {defined.max():.3f} (median "
+            f"{np.median(defined):.3f}) over {defined.size} images and classes"
+        )
+        data += (
+            f"; the {len(marked)} largest are marked \u201cdiffers most\u201d and listed first "
+            "under \u201cOrdered by disagreement\u201d."
+            if len(marked) > 1
+            else "; the largest is marked \u201cdiffers most\u201d and listed first under "
+            "\u201cOrdered by disagreement\u201d."
+        )
+    undefined = len(pairs) - defined.size
+    if undefined and defined.size:
+        data += f" {undefined} pair(s) have a constant map, where the number is undefined."
+    reading = (
+        f"Disagreement is 1 \u2212 r, r the Pearson correlation of the {a} and the {b} map of an "
+        "image and class over their pixels: 0 when one map is the other rescaled (the "
+        "overlays, each scaled to its own maximum, then look alike), 1 when they are "
+        f"unrelated, 2 when one is the other inverted. {data}"
+    )
+    return ordered, cells, reading
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     entries: Sequence[ReportEntry],
@@ -137,7 +226,9 @@ def write_report(
         entries: the rows, in order.
         columns: the header of each overlay column, one per method (e.g.
             ``["Grad-CAM++", "Grad-CAM"]``); an entry's panels fill the columns in order, the
-            same number in each (several explained classes are stacked in one column).
+            same number in each (several explained classes are stacked in one column). With two
+            or more columns and every entry's ``disagreement`` given, the page shows it
+            (``comparison``).
         title: the page title; details: lines shown under it (model, layer, ...).
         skipped: ``(input, reason)`` for inputs that could not be explained.
         cmap: the colour map the overlays use, for the colour bar.
@@ -148,12 +239,18 @@ def write_report(
         the path of the page.
 
     Raises:
-        ValueError: when an entry's file is missing, not relative, or its panels do not fill
-            ``columns`` evenly.
+        ValueError: when an entry's file is missing, not relative, its panels do not fill
+            ``columns`` evenly, or its disagreement values do not match its classes.
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     rows = [_row(entry, len(columns), root) for entry in entries]
+    compared = comparison(entries, columns)
+    for number, row in enumerate(rows):
+        cells = compared[1][number] if compared else []
+        row["id"] = f"row-{number + 1}"
+        row["disagreement"] = cells
+        row["marked"] = any(cell["marked"] for cell in cells)
     write_colorbar(root / colorbar_name, cmap)
     page = _template().render(  # type: ignore[attr-defined]
         title=title,
@@ -164,6 +261,8 @@ def write_report(
         cmap=cmap,
         colorbar=file_url(colorbar_name, root),
         method_page=method_page,
+        ordered=compared[0] if compared else [],
+        comparing=compared[2] if compared else "",
     )
     index = root / index_name
     write_text(index, page)

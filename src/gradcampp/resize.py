@@ -113,7 +113,8 @@ def cubic_taps(
         n_out: output length (>= 1).
         kernel_table: reproduce TensorFlow's float32 weight table instead of the exact kernel.
         start: the first output sample wanted (default 0).
-        stop: one past the last output sample wanted (default: ``n_out``).
+        stop: one past the last output sample wanted (default None: ``n_out``, so with
+            ``start=0`` every sample).
 
     Returns:
         ``first``: int64 ``(m,)``, the index of each sample's first tap (may lie outside the

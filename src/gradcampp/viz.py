@@ -1,8 +1,9 @@
 """Pictures of explanations: colour maps, overlays and grids.
 
 Only NumPy is needed to import this module. Colour maps come from matplotlib (imported when first
-used; install it with ``pip install "gradcampp[viz]"``). Every function accepts NumPy arrays,
-PyTorch tensors (any device) and TensorFlow tensors, images channels-first or channels-last.
+used; install it with ``pip install ".[viz]"`` in a gradcampp checkout). Every function accepts
+NumPy arrays, PyTorch tensors (any device) and TensorFlow tensors, images channels-first or
+channels-last.
 
 An overlay blends a colour-mapped heatmap onto an image:
 
@@ -124,7 +125,9 @@ def colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
     try:
         import matplotlib
     except ImportError as error:  # pragma: no cover - exercised only without matplotlib
-        raise ImportError('colour maps need matplotlib: pip install "gradcampp[viz]"') from error
+        raise ImportError(
+            'colour maps need matplotlib: pip install ".[viz]" in a gradcampp checkout'
+        ) from error
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError as error:
@@ -234,17 +237,34 @@ def plot_explanations(
         if titles is not None:
             axes.flat[panel].set_title(str(titles[i]))
     if colorbar:
-        _add_colorbar(figure, axes, cmap)
+        _add_colorbar(figure, axes, cmap, rows * img_size)
     return figure
 
 
-def _add_colorbar(figure: Any, axes: Any, cmap: str) -> Any:
-    """A colour bar for normalised maps (0 to 1 in ``cmap``) on the right of ``axes``."""
+COLORBAR_LABEL = ("each map scaled:", "0 = its minimum,", "1 = its maximum")
+COLORBAR_SHRINK = 0.9
+
+
+def colorbar_fontsize(height_inches: float, lines: Sequence[str] = COLORBAR_LABEL) -> float:
+    """The colour bar label's font size (points) that keeps its longest line within the bar's
+    length, ``COLORBAR_SHRINK * height_inches``: at most 10 pt, a character counted as 0.62 of
+    the font size (wider than the average glyph of the default sans-serif font), 4 pt at
+    least."""
+    length_points = COLORBAR_SHRINK * height_inches * 72.0
+    longest = max(len(line) for line in lines)
+    return float(min(10.0, max(4.0, length_points / (0.62 * longest))))
+
+
+def _add_colorbar(figure: Any, axes: Any, cmap: str, height_inches: float) -> Any:
+    """A colour bar for normalised maps (0 to 1 in ``cmap``) on the right of ``axes``, its label
+    sized to stay within the figure (``colorbar_fontsize``)."""
     import matplotlib
     from matplotlib.cm import ScalarMappable
 
     scale = ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=cmap)
-    bar = figure.colorbar(scale, ax=list(axes.flat), fraction=0.05, shrink=0.9, aspect=30)
+    bar = figure.colorbar(
+        scale, ax=list(axes.flat), fraction=0.05, shrink=COLORBAR_SHRINK, aspect=30
+    )
     bar.set_ticks([0.0, 0.5, 1.0])
-    bar.set_label("map, scaled: 0 = its minimum, 1 = its maximum")
+    bar.set_label("\n".join(COLORBAR_LABEL), fontsize=colorbar_fontsize(height_inches))
     return bar

@@ -7,25 +7,33 @@ the images came back: records are put in input order before anything is written.
 ``.gradcampp-run`` (JSON) in the output directory holds the settings that decide the outputs (model,
 methods, classes, layer, preprocessing, format). ``--resume`` continues only a run with the same
 settings; it takes an image as done when its ``NAME.json`` (or, for Parquet output, its row) is
-there and names the same input, and explains the rest.
+there and matches the record schema (``gradcampp.engines.run_file``), and explains the rest. What
+may be written where follows the output-folder rules of ``gradcampp.out_folder``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradcampp._files import write_text
-from gradcampp.engines.parquet import DATASET, read_records
+from gradcampp.engines.parquet import DATASET, part_files, read_part_records, stray_files
+from gradcampp.engines.run_file import (
+    read_json_record,
+    read_run_file,
+    record_problem,
+    run_settings,
+    write_run_file,
+)
 from gradcampp.engines.work import Settings, is_temporary
 from gradcampp.model_specs import LoadedModel
+from gradcampp.out_folder import check_folder, claim_folder
 from gradcampp.outputs import (
     add_to_manifest,
     csv_cell,
@@ -37,28 +45,7 @@ from gradcampp.outputs import (
 from gradcampp.pipeline import METHODS, RunResult
 from gradcampp.report import Panel, ReportEntry, write_report
 
-RUN_FILE = ".gradcampp-run"
 CSV_HEADER = ["image", "input", "rank", "class_index", "class_name", "probability"]
-
-
-def run_settings(loaded: LoadedModel, settings: Settings) -> dict[str, Any]:
-    """The settings recorded in ``.gradcampp-run``: everything that decides an image's outputs."""
-    values = asdict(settings)
-    values.pop("batch_size")  # the maps do not depend on it
-    values["methods"] = list(settings.methods)
-    pre = loaded.preprocess
-    return {
-        "model": loaded.description,
-        "classes": None if loaded.classes is None else len(loaded.classes),
-        "preprocess": {
-            "size": list(pre.size),
-            "resize": pre.resize,
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-            "channels_last": pre.channels_last,
-        },
-        **values,
-    }
 
 
 @dataclass
@@ -70,6 +57,8 @@ class RunPlan:
         todo: the indices into ``paths`` still to explain.
         done: the records of the images a previous run already wrote (``--resume``).
         run_id: names this run's Parquet part files apart from an earlier run's.
+        notes: what the user should know (records of an earlier run that are redone, files in
+            the dataset folder that are not gradcampp's).
     """
 
     paths: list[Path]
@@ -79,32 +68,7 @@ class RunPlan:
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     )
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [
-        f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)
-    ]
-
-
-def _complete(out_dir: Path, record: Any, path: Path) -> bool:
-    """Whether ``record`` is of input ``path`` and every file it lists exists."""
-    if not isinstance(record, dict) or record.get("input") != relative_path(path, out_dir):
-        return False
-    files = record.get("files", {})
-    listed = [files.get("input")]
-    for group in ("overlays", "maps"):
-        for value in files.get(group, {}).values():
-            listed.extend(value if isinstance(value, list) else [value])
-    return all(f is None or (out_dir / f).is_file() for f in listed)
-
-
-def _json_record(out_dir: Path, name: str) -> Any:
-    try:
-        return json.loads((out_dir / f"{name}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    notes: list[str] = field(default_factory=list)
 
 
 def plan_run(
@@ -121,50 +85,126 @@ def plan_run(
         paths: every input of the run, in order.
         out_dir: the output directory.
         settings: the run's settings.
-        resume: keep what a previous run with the same settings wrote; without it every input
-            is explained (and its files overwritten).
+        resume: keep what a previous run with the same settings wrote (each record checked
+            against ``run_file.record_problem``; one that fails is redone and noted); without
+            it, or without a run file, every input is explained and the files of gradcampp's
+            earlier runs are replaced.
 
     Raises:
-        ValueError: when ``resume`` finds a ``.gradcampp-run`` with other settings (the message
-            lists the differences).
+        RunFileError: when ``resume`` finds a run file that is not one, or one with other
+            settings (the message lists the differences).
+        OutputDirError: when the dataset folder breaks the output-folder rules.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = list(paths)
+    parquet = settings.format == "parquet"
+    purpose = "its Parquet dataset"
+    dataset = check_folder(out_dir, DATASET, purpose) if parquet else out_dir / DATASET
     names = unique_names(paths, out_dir, settings.methods)
     current = run_settings(loaded, settings)
-    run_file = out_dir / RUN_FILE
-    previous = None
-    if resume and run_file.is_file():
-        try:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-        except ValueError:
-            previous = None
-        if previous is not None and previous != current:
-            raise ValueError(
-                f"--resume: {out_dir} holds a run with other settings ("
-                + "; ".join(_differences(previous, current))
-                + "); rerun with the same options or choose another --out"
-            )
-    for folder in (out_dir, out_dir / DATASET):  # temporary files of a run that was killed
-        for stale in folder.iterdir() if folder.is_dir() else ():
-            if is_temporary(stale) and stale.is_file():
-                stale.unlink(missing_ok=True)
-    if not resume:  # a fresh run replaces the dataset of an earlier one, never adds to it
-        for part in (out_dir / DATASET).glob("part-*.parquet"):
+    previous = read_run_file(out_dir, current) if resume else None
+    if parquet:
+        claim_folder(out_dir, DATASET, purpose)
+    for folder in (out_dir, dataset):  # temporary files of a run that was killed
+        if folder.is_dir() and not folder.is_symlink():
+            for stale in folder.iterdir():
+                if is_temporary(stale) and stale.is_file():
+                    stale.unlink(missing_ok=True)
+    if previous is None and dataset.is_dir() and not dataset.is_symlink():
+        for part in part_files(out_dir):  # a fresh run replaces an earlier dataset
             part.unlink()
-    write_text(run_file, json.dumps(current, indent=2))
+    write_run_file(out_dir, current)
     plan = RunPlan(paths, names, list(range(len(paths))))
+    stray = stray_files(out_dir) if parquet else []
+    if stray:
+        plan.notes.append(
+            f"{DATASET} holds {', '.join(map(repr, stray))}, which gradcampp did not write: "
+            "pyarrow.parquet.read_table on the folder fails on it; "
+            "gradcampp.engines.parquet.read_dataset reads the part files only"
+        )
     if previous is None:
         return plan
-    if settings.format == "parquet":
-        written = {r["name"]: r for r in read_records(out_dir, settings)}
-        found = [written.get(name) for name in names]
+    inputs = [relative_path(path, out_dir) for path in paths]
+    if parquet:
+        found = _trusted_rows(out_dir, loaded, settings, names, inputs, plan.notes)
     else:
-        found = [_json_record(out_dir, name) for name in names]
-    found = [r if _complete(out_dir, r, p) else None for r, p in zip(found, paths, strict=True)]
+        found = []
+        for name, input_text in zip(names, inputs, strict=True):
+            record, problem = read_json_record(out_dir, name)
+            if record is not None:
+                problem = record_problem(
+                    record,
+                    out_dir,
+                    name=name,
+                    input_text=input_text,
+                    loaded=loaded,
+                    settings=settings,
+                )
+            if problem is not None:
+                plan.notes.append(
+                    f"--resume: {name}.json is not a record gradcampp wrote for this run "
+                    f"({problem}); {input_text} is explained again"
+                )
+            found.append(record if problem is None else None)
     plan.todo = [i for i, record in enumerate(found) if record is None]
     plan.done = [record for record in found if record is not None]
     return plan
+
+
+def _trusted_rows(
+    out_dir: Path,
+    loaded: LoadedModel,
+    settings: Settings,
+    names: Sequence[str],
+    inputs: Sequence[str],
+    notes: list[str],
+) -> list[dict[str, Any] | None]:
+    """Per image, its trusted row of the dataset, or None. A part file holding a row that cannot
+    be trusted is removed (it is gradcampp's) and all its images are redone, so that no image is
+    in the dataset twice."""
+    position = {name: i for i, name in enumerate(names)}
+    found: list[dict[str, Any] | None] = [None] * len(names)
+    for part in part_files(out_dir):
+        shown = f"{DATASET}/{part.name}"
+        problem: str | None
+        try:
+            records = read_part_records(part, settings)
+        except Exception as error:  # pyarrow raises many kinds on a damaged file
+            problem = f"it cannot be read ({type(error).__name__})"
+            records = []
+        else:
+            problem = None
+            seen = set()
+            for record in records:
+                i = position.get(record["name"])
+                if i is None:
+                    continue  # an image of an earlier run that this run does not name
+                if i in seen or found[i] is not None:
+                    problem = f"image {record['name']!r} appears twice"
+                else:
+                    problem = record_problem(
+                        record,
+                        out_dir,
+                        name=names[i],
+                        input_text=inputs[i],
+                        loaded=loaded,
+                        settings=settings,
+                    )
+                if problem is not None:
+                    problem = f"the row of {record['name']!r}: {problem}"
+                    break
+                seen.add(i)
+        if problem is None:
+            for record in records:
+                if record["name"] in position:
+                    found[position[record["name"]]] = record
+            continue
+        part.unlink(missing_ok=True)
+        notes.append(
+            f"--resume: {shown} cannot be trusted ({problem}); it is removed and its images "
+            "are explained again"
+        )
+    return found
 
 
 def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
@@ -197,6 +237,7 @@ def report_entry(record: dict[str, Any], settings: Settings, note: str = "") -> 
     links = [(f"{METHODS[m][1]} map (.npy)", files["maps"][m]) for m in files["maps"]]
     if settings.format == "files":
         links.append(("predictions (.json)", f"{record['name']}.json"))
+    compared = [e["disagreement"] for e in record["explained"] if "disagreement" in e]
     return ReportEntry(
         name=Path(record["input"]).name,
         image=files["input"],
@@ -204,6 +245,7 @@ def report_entry(record: dict[str, Any], settings: Settings, note: str = "") -> 
         predictions=[(row["class_name"], row["probability"]) for row in record["top_classes"]],
         note=note,
         files=links,
+        disagreement=compared if len(compared) == len(record["explained"]) else (),
     )
 
 
@@ -257,6 +299,7 @@ def finish_run(
     where = {display_path(p): i for i, p in enumerate(plan.paths)}
     skipped_sorted = sorted(dict(skipped).items(), key=lambda s: where.get(s[0], len(where)))
     result = RunResult(out_dir, None, records=ordered, skipped=skipped_sorted)
+    result.notes.extend(plan.notes)
     result.resumed = len(set(r["name"] for r in plan.done) - set(r["name"] for r in records))
     result.layer = next((r["layer"] for r in ordered if r.get("layer")), None)
     csv_name = free_run_file(out_dir, "predictions.csv", plan.paths)

@@ -15,10 +15,17 @@ Columns (one row per image):
   (list<float64>): the most probable classes, best first.
 - ``explained_class_index``, ``explained_class_name``, ``explained_probability``: the ``T``
   explained classes, same types.
+- ``explained_disagreement`` (list<float64>, only when both methods run): per explained class,
+  ``1 - r``, ``r`` the Pearson correlation of the two methods' maps (``gradcampp.disagreement``;
+  null where a map is constant), computed on the maps the overlays show.
 - ``map_shape`` (list<int32>): the shape of each map, ``[h, w]``, or ``[T, h, w]`` with
   ``--top-k``.
 - one column per method of the run, ``gradcampp`` and/or ``gradcam`` (list<float32>): the map,
   row-major; ``map_of(row, method)`` gives it its shape.
+
+A file dropped into the folder that is not a part file makes ``read_table`` on the folder fail
+(pyarrow reads every file whose name does not start with ``.`` or ``_``); ``read_dataset(out)``
+reads the part files only, whatever else lies there.
 
 The maps are at the explained layer's resolution (``h, w``: e.g. 7x7 for ResNet-50 at 224 px),
 the form to store and to upsample later with ``gradcampp.resize.resize`` (bicubic, then clip at
@@ -28,6 +35,7 @@ resolution, equal to the ``.npy`` maps of ``--format files``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,9 +44,10 @@ import numpy as np
 
 from gradcampp._files import write_atomically
 from gradcampp.engines.work import Settings
-from gradcampp.pipeline import result_file_names
+from gradcampp.out_folder import DATASET, is_temporary_name
 
-DATASET = "explanations.parquet"
+__all__ = ["DATASET", "map_of", "read_dataset", "read_records", "schema", "write_part"]
+PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 
 
 def _pyarrow() -> Any:
@@ -47,7 +56,8 @@ def _pyarrow() -> Any:
         import pyarrow.parquet
     except ImportError as error:  # pragma: no cover - exercised only without pyarrow
         raise ImportError(
-            '--format parquet needs pyarrow: pip install pyarrow (or "gradcampp[ray]")'
+            "--format parquet needs pyarrow: pip install pyarrow (or "
+            'pip install ".[ray]" in a gradcampp checkout)'
         ) from error
     return pyarrow
 
@@ -55,6 +65,12 @@ def _pyarrow() -> Any:
 def part_path(out_dir: Path, run_id: str, group: int) -> Path:
     """The part file of group ``group`` of run ``run_id``."""
     return out_dir / DATASET / f"part-{run_id}-{group:06d}.parquet"
+
+
+def compares(settings: Settings) -> bool:
+    """Whether the run explains with both Grad-CAM++ and Grad-CAM (and so records how much
+    their maps disagree)."""
+    return {"gradcampp", "gradcam"} <= set(settings.methods)
 
 
 def schema(settings: Settings) -> Any:
@@ -75,6 +91,8 @@ def schema(settings: Settings) -> Any:
         ("explained_probability", pa.list_(pa.float64())),
         ("map_shape", pa.list_(pa.int32())),
     ]
+    if compares(settings):
+        fields.append(("explained_disagreement", pa.list_(pa.float64())))
     fields += [(method, pa.list_(pa.float32())) for method in settings.methods]
     return pa.schema(fields)
 
@@ -103,6 +121,8 @@ def write_part(
             "explained_class_name": [e["class_name"] for e in explained],
             "explained_probability": [e["probability"] for e in explained],
         }
+        if compares(settings):
+            values["explained_disagreement"] = [e.get("disagreement") for e in explained]
         first = maps[settings.methods[0]]
         shape = first.shape if settings.top_k else first.shape[1:]
         values["map_shape"] = list(shape)
@@ -117,18 +137,57 @@ def write_part(
 
 def record_files(name: str, settings: Settings, labels: Sequence[str]) -> dict[str, Any]:
     """The ``files`` entry of a record stored in Parquet: its pictures, no per-image files."""
-    files = result_file_names(name, settings.methods, labels if settings.top_k else None)
-    overlays = {
-        m: (files[m]["overlays"] if settings.top_k else files[m]["overlays"][0])
-        if settings.overlays
-        else None
-        for m in settings.methods
-    }
-    return {
-        "input": files["input"] if settings.overlays else None,
-        "overlays": overlays,
-        "maps": {},
-    }
+    from gradcampp.engines.run_file import expected_files
+
+    return expected_files(name, settings, labels)
+
+
+def part_files(out_dir: Path) -> list[Path]:
+    """The part files of ``out_dir``'s dataset, in name order (regular files only)."""
+    folder = out_dir / DATASET
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(
+        folder / name
+        for name in os.listdir(folder)
+        if name.startswith(PART_PREFIX)
+        and name.endswith(PART_SUFFIX)
+        and (folder / name).is_file()
+        and not (folder / name).is_symlink()
+    )
+
+
+def stray_files(out_dir: Path) -> list[str]:
+    """Names in the dataset folder that are neither part files nor temporaries (pyarrow would
+    try to read them as Parquet unless they start with ``.`` or ``_``)."""
+    folder = out_dir / DATASET
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    parts = {path.name for path in part_files(out_dir)}
+    return sorted(
+        name
+        for name in os.listdir(folder)
+        if name not in parts and not is_temporary_name(name) and not name.startswith((".", "_"))
+    )
+
+
+def read_dataset(out_dir: str | os.PathLike[str], columns: Sequence[str] | None = None) -> Any:
+    """The dataset of ``out_dir`` as one ``pyarrow.Table``, read from its part files only.
+
+    Args:
+        out_dir: the output folder of a ``--format parquet`` run (holding
+            ``explanations.parquet``).
+        columns: the columns to read (default: all).
+
+    Raises:
+        FileNotFoundError: when the folder holds no part file.
+    """
+    pa = _pyarrow()
+    parts = part_files(Path(out_dir))
+    if not parts:
+        raise FileNotFoundError(f"no part file in {Path(out_dir) / DATASET}")
+    tables = [pa.parquet.read_table(part, columns=columns) for part in parts]
+    return pa.concat_tables(tables)
 
 
 def map_of(row: dict[str, Any], method: str) -> np.ndarray:
@@ -136,50 +195,61 @@ def map_of(row: dict[str, Any], method: str) -> np.ndarray:
     return np.asarray(row[method], dtype=np.float32).reshape(row["map_shape"])
 
 
-def read_records(out_dir: Path, settings: Settings) -> list[dict[str, Any]]:
-    """The records (as in ``NAME.json``) of every row in ``out_dir``'s dataset, maps left out."""
+def read_part_records(part: Path, settings: Settings) -> list[dict[str, Any]]:
+    """The records (as in ``NAME.json``) of the rows of one part file, maps left out.
+
+    Raises:
+        OSError, pyarrow.ArrowException: when the file is not a part file of this schema.
+    """
     pa = _pyarrow()
-    folder = out_dir / DATASET
-    parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
-    records = []
     keep = [n for n in schema(settings).names if n not in settings.methods and n != "map_shape"]
-    for part in parts:
+    rows = pa.parquet.read_table(part, columns=keep).to_pylist()
+    return [_record(row, settings) for row in rows]
+
+
+def read_records(out_dir: Path, settings: Settings) -> list[dict[str, Any]]:
+    """The records of every readable part file of ``out_dir``'s dataset (others left out)."""
+    pa = _pyarrow()
+    records = []
+    for part in part_files(out_dir):
         try:
-            rows = pa.parquet.read_table(part, columns=keep).to_pylist()
-        except (OSError, pa.ArrowException):
-            continue  # not a part file of this run's schema: explain its images again
-        for row in rows:
-            explained = [
-                {"class_index": i, "class_name": n, "probability": p}
-                for i, n, p in zip(
-                    row["explained_class_index"],
-                    row["explained_class_name"],
-                    row["explained_probability"],
+            records.extend(read_part_records(part, settings))
+        except (OSError, ValueError, TypeError, pa.ArrowException):
+            continue
+    return records
+
+
+def _record(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    explained = [
+        {"class_index": i, "class_name": n, "probability": p}
+        for i, n, p in zip(
+            row["explained_class_index"] or [],
+            row["explained_class_name"] or [],
+            row["explained_probability"] or [],
+            strict=True,
+        )
+    ]
+    for entry, value in zip(explained, row.get("explained_disagreement") or [], strict=False):
+        entry["disagreement"] = value
+    return {
+        "input": row["input"],
+        "name": row["name"],
+        "model": row["model"],
+        "layer": row["layer"],
+        "size": [row["height"], row["width"]],
+        "top_classes": [
+            {"rank": r + 1, "class_index": i, "class_name": n, "probability": p}
+            for r, (i, n, p) in enumerate(
+                zip(
+                    row["top_class_index"] or [],
+                    row["top_class_name"] or [],
+                    row["top_probability"] or [],
                     strict=True,
                 )
-            ]
-            records.append(
-                {
-                    "input": row["input"],
-                    "name": row["name"],
-                    "model": row["model"],
-                    "layer": row["layer"],
-                    "size": [row["height"], row["width"]],
-                    "top_classes": [
-                        {"rank": r + 1, "class_index": i, "class_name": n, "probability": p}
-                        for r, (i, n, p) in enumerate(
-                            zip(
-                                row["top_class_index"],
-                                row["top_class_name"],
-                                row["top_probability"],
-                                strict=True,
-                            )
-                        )
-                    ],
-                    "explained": explained,
-                    "files": record_files(
-                        row["name"], settings, [e["class_name"] for e in explained]
-                    ),
-                }
             )
-    return records
+        ],
+        "explained": explained,
+        "files": record_files(
+            str(row["name"]), settings, [str(e["class_name"]) for e in explained]
+        ),
+    }

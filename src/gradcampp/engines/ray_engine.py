@@ -6,10 +6,19 @@ once on the driver, so a group is the same whenever it is retried) flows through
 model once and then reads, explains and writes its groups; only small records (the content of
 ``NAME.json``) come back to the driver, which shows the progress and finally writes
 ``predictions.csv`` and the report. Memory is bounded by the groups in flight, not by the data
-set. Ray restarts an actor that dies and retries its group on the new one (Ray Data's defaults
-for actors: ``max_restarts=-1``, ``max_task_retries=-1``); since every file of a group has a
-fixed name and is renamed into place when complete, a retried group rewrites the same files and
-nothing is written twice.
+set.
+
+A worker whose process dies is restarted by Ray (``max_restarts=-1``), and its group is tried
+again, at most ``GROUP_RETRIES`` more times (not Ray Data's default of for ever: a model that
+crashes on one image would never let the run end). The groups that still failed are then run
+again one image per group, at most ``1 + IMAGE_RETRIES`` times each; an image that ends its
+worker even alone is reported as skipped. Since every file of a group has a fixed name and is
+renamed into place when complete, a retried group rewrites the same files and nothing is written
+twice; the temporary files a dying worker leaves are removed at the end.
+
+Before anything starts, the request (workers, CPUs and GPUs per worker) is checked against the
+cluster's resources (:func:`plan_workers`), and an address where nothing answers fails at once
+(:func:`check_reachable`) instead of after Ray's minutes of retries.
 
 Every worker writes into the output directory itself: on a cluster of several machines it must
 be a path that all of them see (a shared file system), as must the inputs.
@@ -19,9 +28,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,13 +41,13 @@ from typing import Any
 import numpy as np
 
 from gradcampp.engines.outputs import finish_run, plan_run
-from gradcampp.engines.parquet import part_path
+from gradcampp.engines.parquet import DATASET, part_path
 from gradcampp.engines.recipe import ModelRecipe
-from gradcampp.engines.work import ImageWork, Settings
+from gradcampp.engines.work import ImageWork, Settings, is_temporary
 from gradcampp.images import ImageReadError, read_view
 from gradcampp.model_specs import LoadedModel, ModelSpecError
 from gradcampp.outputs import display_path
-from gradcampp.pipeline import RunResult, progress_bar
+from gradcampp.pipeline import RunResult, _first_line, progress_bar
 
 
 def import_ray() -> Any:
@@ -45,7 +57,7 @@ def import_ray() -> Any:
         import ray.data
     except ImportError as error:
         raise ImportError(
-            f'--engine ray needs Ray Data: pip install "gradcampp[ray]" ({error})'
+            f'--engine ray needs Ray Data: pip install ".[ray]" in a gradcampp checkout ({error})'
         ) from error
     return ray
 
@@ -67,8 +79,10 @@ class FileWorker:
     Called by ``map_batches`` with rows ``{group, indices, files, names}`` (one row per
     group of images); returns one row per image: ``index`` (its position in the run's inputs),
     ``status`` (``"done"`` or ``"skipped"``) and ``payload`` (the record as JSON, or the reason
-    the image was skipped); and a row ``(-1, "note", text)`` per remark on an input (e.g. how
-    a float image was scaled).
+    the image was skipped); a row ``(-1, "note", text)`` per remark on an input (e.g. how
+    a float image was scaled); and a row ``(-1, "error", "TYPE: message")`` for an error of the
+    model as a whole (``ModelSpecError``) or any other exception, which ends the run on the
+    driver. A task of this actor therefore fails only when its process dies.
 
     Args:
         recipe: how to load the model.
@@ -122,7 +136,13 @@ class FileWorker:
             part = None
             if self.settings.format == "parquet":
                 part = part_path(self.out_dir, self.run_id, int(group))
-            done = self.work.run(good, self.out_dir, part)
+            try:
+                done = self.work.run(good, self.out_dir, part)
+            except Exception as error:  # sent to the driver as a row: only a dying process
+                index.append(-1)  # makes a Ray task fail, so a failed task means just that
+                status.append("error")
+                payload.append(f"{type(error).__name__}: {_first_line(error)}")
+                break
             by_name = {str(name): int(i) for i, name in zip(indices, names, strict=True)}
             for record in done.records:
                 index.append(by_name[record["name"]])
@@ -143,10 +163,20 @@ class FileWorker:
         }
 
 
-def _groups(plan: Any, batch_size: int) -> list[dict[str, Any]]:
+GROUP_RETRIES = 2  # a group whose worker process dies is tried 1 + GROUP_RETRIES times,
+IMAGE_RETRIES = 1  # then each of its images alone, 1 + IMAGE_RETRIES times
+CONNECT_TIMEOUT_S = 5.0  # for a HOST:PORT to answer before Ray is asked to join it
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # length 0, SETTINGS, stream 0
+HTTP2_SETTINGS = 4
+
+
+def _groups(plan: Any, todo: Sequence[int], size: int, first: int = 0) -> list[dict[str, Any]]:
+    """The rows of ``FileWorker``: ``todo`` (indices into ``plan.paths``) cut into groups of
+    ``size`` images, numbered from ``first`` (the number names a group's Parquet part file)."""
     groups = []
-    for number, start in enumerate(range(0, len(plan.todo), batch_size)):
-        chunk = plan.todo[start : start + batch_size]
+    for number, start in enumerate(range(0, len(todo), size), start=first):
+        chunk = todo[start : start + size]
         groups.append(
             {
                 "group": number,
@@ -158,26 +188,118 @@ def _groups(plan: Any, batch_size: int) -> list[dict[str, Any]]:
     return groups
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a run joins: ``address``, else ``RAY_ADDRESS`` when it is set and not empty
+    (as ``ray.init`` reads it), else None: a local Ray started for the run."""
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or None
+    return address
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast when nothing listens at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``).
+
+    ``ray.init`` retries an address that does not answer for minutes, printing only its own
+    warnings, and a Ctrl-C waits for its blocking calls. One TCP connection with a timeout, and
+    the first frame of an HTTP/2 exchange (Ray's servers speak gRPC: a server answers the client's
+    preface with a SETTINGS frame, type 4), tell the same at once. Other forms (``auto``) are left
+    to Ray, which fails at once when it finds no cluster.
+
+    Raises:
+        ConnectionError: when the connection is refused or times out, with the reason.
+    """
+    text = address.strip()
+    if text.startswith("ray://"):
+        text = text[len("ray://") :]
+    elif "://" in text:
+        return
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    host = host.strip("[]")
+    try:
+        connection = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise ConnectionError(
+            f"cannot join the Ray cluster at {address}: nothing answers at {host}:{port} "
+            f"({reason}); start it with `ray start --head` or check --address"
+        ) from error
+    with connection:
+        try:  # Ray's GCS and Ray Client servers speak gRPC: HTTP/2, which answers with SETTINGS
+            connection.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            header = connection.recv(9)
+        except OSError:
+            header = b""
+    if len(header) < 4 or header[3] != HTTP2_SETTINGS:
+        raise ConnectionError(
+            f"cannot join the Ray cluster at {address}: {host}:{port} accepts connections but "
+            f"does not answer as Ray (no gRPC reply within {timeout:g} s); check --address"
+        )
+
+
+@contextmanager
+def _quiet_core_worker() -> Iterator[None]:
+    """``ray.init`` with Ray's C++ logging at ``fatal`` in this process's Ray core worker (and,
+    without an address, in the local Ray's processes), unless ``RAY_BACKEND_LOG_LEVEL`` is set.
+
+    Ray's core worker writes its error-level lines to the driver's stderr. On every Ray Data run
+    with restartable actors (``max_restarts=-1``, which the engine relies on) it logs one that
+    warns that the actors' constructor arguments live in the object store (ray-project/ray issue
+    53727): not a fault of the run, and it lands inside the progress bar. A worker that really
+    fails is reported by the run itself (the images it did not explain, and why). The core
+    worker reads the level when ``ray.init`` starts it, and announces it on stderr with a line
+    of its own: file descriptor 2 goes to /dev/null for the length of ``ray.init`` (a failure
+    to connect is raised, and reported in one line by the caller).
+    """
+    name = "RAY_BACKEND_LOG_LEVEL"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "fatal"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.environ.pop(name, None)
+
+
 @contextmanager
 def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
-    """Ray, connected: to ``address``, or to a local instance started here (with ``num_cpus``
-    CPUs) and stopped on exit; a connection that this process already has is used as it is."""
+    """Ray, connected: to ``address`` (or ``RAY_ADDRESS``), or to a local instance started here
+    (with ``num_cpus`` CPUs) and stopped on exit; a connection that this process already has is
+    used as it is.
+
+    Raises:
+        ConnectionError: when the cluster cannot be joined.
+    """
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
+    address = cluster_address(address)
     options: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
         "logging_level": logging.ERROR,
     }
-    if address is None:
-        ray.init(num_cpus=num_cpus, **options)
-    else:
-        try:
-            ray.init(address=address, **options)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            raise ConnectionError(f"cannot join the Ray cluster at {address}: {error}") from error
+    if address is not None:
+        check_reachable(address)
+    with _quiet_core_worker():
+        if address is None:
+            ray.init(num_cpus=num_cpus, **options)
+        else:
+            try:
+                ray.init(address=address, **options)
+            except (ConnectionError, ValueError, RuntimeError) as error:
+                message = f"cannot join the Ray cluster at {address}: {_first_line(error)}"
+                raise ConnectionError(message) from error
     try:
         yield ray
     finally:
@@ -186,24 +308,103 @@ def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
 
 @contextmanager
 def _quiet_ray_data(ray: Any) -> Iterator[None]:
-    """Ray Data without its own progress bars and execution logs (the run shows its own)."""
+    """Ray Data without its own progress bars and execution logs (the run shows its own), and
+    going on past a failed task (``max_errored_blocks=-1``): a task fails only when its worker
+    process died, and ``run_ray`` retries its images itself."""
     context = ray.data.DataContext.get_current()
-    saved = {
-        name: getattr(context, name)
-        for name in ("enable_progress_bars", "print_on_execution_start", "enable_auto_log_stats")
-        if hasattr(context, name)
+    wanted = {
+        "enable_progress_bars": False,
+        "print_on_execution_start": False,
+        "enable_auto_log_stats": False,
+        "max_errored_blocks": -1,
     }
+    saved = {name: getattr(context, name) for name in wanted if hasattr(context, name)}
     logger = logging.getLogger("ray.data")
     level = logger.level
     for name in saved:
-        setattr(context, name, False)
-    logger.setLevel(logging.ERROR)
+        setattr(context, name, wanted[name])
+    logger.setLevel(logging.CRITICAL)  # a failed task is logged as an error; it is handled here
     try:
         yield
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
         logger.setLevel(level)
+
+
+@contextmanager
+def _no_raylet_messages() -> Iterator[None]:
+    """The driver prints the raylet's messages (a worker died, its task is retried) on stdout,
+    through the switch that Ray's own debugger turns off while it runs: off here, for a run that
+    reports such failures itself (put around ``connect``, so that messages arriving while Ray
+    shuts down are not printed either)."""
+    worker = getattr(getattr(import_ray(), "_private", None), "worker", None)
+    printing = getattr(worker, "_worker_logs_enabled", None)
+    if printing is not None:
+        worker._worker_logs_enabled = False  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if printing is not None:
+            worker._worker_logs_enabled = printing  # type: ignore[union-attr]
+
+
+def plan_workers(
+    resources: Mapping[str, float],
+    workers: int | None,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+) -> tuple[int, str | None]:
+    """How many workers a cluster with ``resources`` runs, and a note when it is fewer than asked.
+
+    Each worker reserves ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs, so
+    ``room = min(floor(CPU / cpus_per_worker), floor(GPU / gpus_per_worker))`` (the GPU term only
+    when ``gpus_per_worker > 0``). Ray would wait for ever for a worker that does not fit, so
+    the request is checked here, before anything starts.
+
+    Args:
+        resources: the cluster's total resources (``ray.cluster_resources()``: ``{"CPU": 2.0,
+            "GPU": 1.0, ...}``).
+        workers: the workers asked for (None: as many as there is room for).
+        cpus_per_worker, gpus_per_worker: what each worker reserves.
+
+    Returns:
+        ``(workers that run, note)``: the note (one line) says why fewer run than were asked.
+
+    Raises:
+        ValueError: when not one worker fits, naming what each needs and what the cluster has.
+    """
+    cpus = float(resources.get("CPU", 0.0))
+    gpus = float(resources.get("GPU", 0.0))
+    room = int(np.floor(cpus / cpus_per_worker + 1e-9))
+    if gpus_per_worker > 0:
+        room = min(room, int(np.floor(gpus / gpus_per_worker + 1e-9)))
+    has = f"{cpus:g} CPU(s) and {gpus:g} GPU(s)"
+    if room < 1:
+        needs = f"{cpus_per_worker:g} CPU(s)"
+        hint = "give a cluster with more CPUs"
+        if gpus_per_worker > 0:
+            needs += f" and {gpus_per_worker:g} GPU(s) (--gpus-per-worker)"
+            hint = "run on a cluster with GPUs, or give --gpus-per-worker 0 to run on CPUs"
+        raise ValueError(
+            f"the Ray cluster has {has}, not enough for one worker, which needs {needs}: {hint}"
+        )
+    if workers is None:
+        return room, None
+    if workers > room:
+        return room, (
+            f"--workers {workers}: the Ray cluster has {has}, room for {room} worker(s), so "
+            f"{room} run"
+        )
+    return workers, None
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Remove the temporary files that a worker left when its process died while writing."""
+    for folder in (out_dir, out_dir / DATASET):
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            if is_temporary(entry) and entry.is_file() and not entry.is_symlink():
+                entry.unlink(missing_ok=True)
 
 
 def _model_error(error: BaseException) -> ModelSpecError | None:
@@ -250,10 +451,11 @@ def run_ray(
         out_dir: the output directory, seen by every worker.
         settings: what to compute and write.
         address: the cluster to join (``ray.init(address=...)``: ``"auto"``, ``"HOST:PORT"``,
-            ``"ray://HOST:10001"``); None starts a local Ray for the run (with ``workers`` CPUs)
-            and stops it at the end. A connection this process already has is used as it is.
+            ``"ray://HOST:10001"``); None: ``RAY_ADDRESS`` when it is set, else a local Ray
+            started for the run (with ``workers`` CPUs, at most this machine's cores) and stopped
+            at the end. A connection this process already has is used as it is.
         workers: actors, each holding one model; None: as many as the cluster's CPUs (or GPUs,
-            with ``gpus_per_worker``) allow.
+            with ``gpus_per_worker``) allow. More than fit: as many as fit, and a note says so.
         gpus_per_worker: GPUs each actor reserves (fractions share a GPU); the model then
             goes to ``cuda`` when the recipe's device is ``"cpu"``.
         cpus_per_worker: CPUs each actor reserves.
@@ -266,8 +468,10 @@ def run_ray(
 
     Raises:
         ModelSpecError: a model that cannot be loaded or explained, here or on a worker.
-        ValueError: ``resume`` into a run with other settings.
+        ValueError: ``resume`` into a run with other settings, or a cluster without room for
+            one worker.
         ConnectionError: ``address`` cannot be reached.
+        RuntimeError: an unexpected error on a worker (its type and message).
         ImportError: Ray Data is not installed.
     """
     import_ray()
@@ -292,54 +496,64 @@ def run_ray(
             from dataclasses import replace
 
             worker_recipe = replace(recipe, device="cuda")
+        address = cluster_address(address)
         local_cpus = None
-        if address is None and workers is not None:
-            local_cpus = max(1, int(np.ceil(workers * cpus_per_worker)))
-        with connect(address, local_cpus) as ray, _quiet_ray_data(ray):
-            if workers is None:
-                resources = ray.cluster_resources()
-                if gpus_per_worker > 0:
-                    workers = int(resources.get("GPU", 0) // gpus_per_worker)
-                else:
-                    workers = int(resources.get("CPU", 1) // cpus_per_worker)
-                if workers < 1:
-                    raise ValueError(
-                        f"the Ray cluster has no room for one worker ({resources}); "
-                        "give --workers or fewer --gpus-per-worker"
-                    )
-            groups = _groups(plan, settings.batch_size)
-            threads = threads_per_worker or max(1, int(cpus_per_worker))
-            dataset = ray.data.from_items(groups, override_num_blocks=len(groups))
+        if address is None and workers is not None:  # a local Ray: at most this machine's cores
+            local_cpus = min(math.ceil(workers * cpus_per_worker), _cores())
+        with _no_raylet_messages(), connect(address, local_cpus) as ray, _quiet_ray_data(ray):
+            workers, note = plan_workers(
+                ray.cluster_resources(), workers, cpus_per_worker, gpus_per_worker
+            )
+            if note is not None:
+                remarks.append(note)
             remote: dict[str, Any] = {"num_cpus": cpus_per_worker}
             if gpus_per_worker > 0:
                 remote["num_gpus"] = gpus_per_worker
-            dataset = dataset.map_batches(
-                FileWorker,
-                batch_size=1,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=min(workers, len(groups))),
-                fn_constructor_kwargs={
-                    "recipe": worker_recipe,
-                    "settings": settings,
-                    "out_dir": str(out_dir),
-                    "run_id": plan.run_id,
-                    "threads": threads,
-                    "search_path": os.getcwd(),
-                },
-                **remote,
-            )
+            constructor = {
+                "recipe": worker_recipe,
+                "settings": settings,
+                "out_dir": str(out_dir),
+                "run_id": plan.run_id,
+                "threads": threads_per_worker or max(1, int(cpus_per_worker)),
+                "search_path": os.getcwd(),
+            }
             bar = progress_bar(len(plan.todo), progress and len(plan.todo) > 3)
+            seen: set[int] = set()
+
+            def take(row: dict[str, Any]) -> None:
+                index, payload = int(row["index"]), str(row["payload"])
+                if row["status"] == "error":
+                    kind, _, message = payload.partition(": ")
+                    if kind == "ModelSpecError":
+                        raise ModelSpecError(message)
+                    raise RuntimeError(f"a Ray worker failed: {payload}")
+                if row["status"] == "note":
+                    remarks.append(payload)
+                    return
+                seen.add(index)
+                if row["status"] == "done":
+                    records.append(json.loads(payload))
+                else:
+                    skipped.append((display_path(plan.paths[index]), payload))
+                bar.update(1)
+
             try:
-                for row in dataset.iter_rows():
-                    index = int(row["index"])
-                    if row["status"] == "note":
-                        remarks.append(str(row["payload"]))
-                        continue
-                    if row["status"] == "done":
-                        records.append(json.loads(row["payload"]))
-                    else:
-                        skipped.append((display_path(plan.paths[index]), str(row["payload"])))
-                    bar.update(1)
+                groups = _groups(plan, plan.todo, settings.batch_size)
+                _run_pass(ray, groups, workers, remote, constructor, GROUP_RETRIES, take)
+                # a group whose worker process died 1 + GROUP_RETRIES times: its images alone
+                left = [i for i in plan.todo if i not in seen]
+                if left:  # one task per actor at a time: a death then costs no other image a try
+                    alone = _groups(plan, left, 1, first=len(groups))
+                    _run_pass(ray, alone, workers, remote, constructor, IMAGE_RETRIES, take, 1)
+                for i in plan.todo:
+                    if i not in seen:
+                        reason = (
+                            f"the worker process explaining it died, {1 + IMAGE_RETRIES} times "
+                            "with it alone (the model or a library it calls crashed on this "
+                            "input; Ray's worker logs say more)"
+                        )
+                        skipped.append((display_path(plan.paths[i]), reason))
+                        bar.update(1)
             except Exception as error:
                 found = _model_error(error)
                 if found is not None:
@@ -347,6 +561,7 @@ def run_ray(
                 raise
             finally:
                 bar.close()
+                _remove_temporaries(out_dir)
     result = finish_run(
         plan,
         out_dir,
@@ -359,3 +574,51 @@ def run_ray(
     )
     result.notes.extend(dict.fromkeys(remarks))  # a remark repeated by a retried group, once
     return result
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_pass(
+    ray: Any,
+    groups: list[dict[str, Any]],
+    workers: int,
+    remote: dict[str, Any],
+    constructor: dict[str, Any],
+    retries: int,
+    take: Any,
+    in_flight: int | None = None,
+) -> None:
+    """Run ``groups`` through a pool of ``min(workers, len(groups))`` ``FileWorker`` actors and
+    hand each output row to ``take``.
+
+    An actor whose process dies is restarted (``max_restarts=-1``: it only reloads the model)
+    and its task is tried again, at most ``retries`` times; a task that still fails gives no
+    rows (``max_errored_blocks=-1``, set by ``_quiet_ray_data``), and the caller sees which
+    images did not come back. ``in_flight``: the tasks an actor holds at a time (None: Ray
+    Data's default); every task an actor holds fails when its process dies.
+    """
+    dataset = ray.data.from_items(groups, override_num_blocks=len(groups))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates actor options given to map_batches, and has no other place for
+        # max_task_retries yet (the version is pinned in the "ray" extra)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        dataset = dataset.map_batches(
+            FileWorker,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(
+                size=min(workers, len(groups)), max_tasks_in_flight_per_actor=in_flight
+            ),
+            fn_constructor_kwargs=constructor,
+            max_restarts=-1,
+            max_task_retries=retries,
+            **remote,
+        )
+    for row in dataset.iter_rows():
+        take(row)

@@ -143,13 +143,11 @@ class ImageWork:
             s.top_k,
             upsample=not s.layer_resolution,
         )
-        if self.layer is None and self.loaded.framework == "torch":
-            import torch
-
+        if self.layer is None:  # PyTorch and Keras alike: the backend resolves the name
             try:
                 sample = self.loaded.preprocess.input(views[0])[None]
                 backend = self.explainers[s.methods[0]].backend
-                self.layer = backend.layer_name(torch.from_numpy(sample))
+                self.layer = backend.layer_name(backend.prepare(sample).x)
             except Exception:  # the name is shown for information only
                 self.layer = s.layer
         return found

@@ -2,7 +2,8 @@
 
 - ``faithfulness``: Average Drop %, % Increase in Confidence and Win % (Grad-CAM++ paper, 4.1);
 - ``deletion``: Deletion and Insertion curves and areas (Petsiuk et al. 2018);
-- ``localization``: pointing game, energy-based pointing game, Loc(delta), instance recall;
+- ``localization``: pointing game, energy-based pointing game, Loc(delta), instance recall
+  (by energy and by peak);
 - ``sanity``: cascading model randomisation with Spearman rank correlation (Adebayo et al. 2018).
 
 Metrics that run the model accept a ``torch.nn.Module`` returning ``(N, K)`` class scores;
@@ -21,6 +22,7 @@ from gradcampp.metrics.faithfulness import (
 )
 from gradcampp.metrics.localization import (
     energy_pointing_game,
+    instance_peak_recall,
     instance_recall,
     loc_delta,
     pointing_game,
@@ -42,6 +44,7 @@ __all__ = [
     "gaussian_blur",
     "increase_in_confidence",
     "insertion",
+    "instance_peak_recall",
     "instance_recall",
     "loc_delta",
     "minmax_normalize",

@@ -37,6 +37,8 @@ def as_maps(maps: Any, n: int | None = None) -> np.ndarray:
     array = as_numpy(maps, "maps")
     if array.ndim < 2:
         raise ValueError(f"maps must have shape (N, *spatial), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"maps must hold at least one map (N >= 1), got shape {array.shape}")
     if n is not None and array.shape[0] != n:
         raise ValueError(f"expected {n} maps (one per image), got shape {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -76,16 +78,27 @@ def boxes_to_masks(boxes: Any, spatial: Sequence[int]) -> list[np.ndarray]:
         image).
 
     Raises:
-        ValueError: when a box is not 4 numbers or has ``x1 < x0`` or ``y1 < y0``.
+        ValueError: when no image is given, a box is not 4 numbers, or has ``x1 < x0`` or
+            ``y1 < y0``.
     """
     if len(spatial) != 2:
         raise ValueError(f"boxes need a 2-D image size (H, W), got {tuple(spatial)}")
     height, width = (int(s) for s in spatial)
     rows = np.arange(height)[:, None]
     cols = np.arange(width)[None, :]
+    if isinstance(boxes, np.ndarray) or hasattr(boxes, "shape"):
+        boxes = list(as_numpy(boxes, "boxes", dtype=None))
+    if len(boxes) == 0:
+        raise ValueError("boxes must hold the boxes of at least one image, got none")
     masks = []
     for index, image_boxes in enumerate(boxes):
-        array = as_numpy(image_boxes, "boxes", dtype=None).reshape(-1, 4)
+        array = as_numpy(image_boxes, "boxes", dtype=None)
+        if array.size and (array.ndim not in (1, 2) or array.shape[-1] != 4):
+            raise ValueError(
+                f"boxes of image {index} must be (x0, y0, x1, y1), 4 numbers per box, as an "
+                f"array (4,) or (k, 4); got shape {array.shape}"
+            )
+        array = array.reshape(-1, 4)
         if array.size and not np.all(array == np.round(array)):
             raise ValueError(f"boxes of image {index} must be integer pixel coordinates")
         array = array.astype(np.int64)

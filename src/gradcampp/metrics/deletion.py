@@ -22,8 +22,11 @@ additive in the pixels, so this expectation has no closed form: a step that cuts
 (every order changes the same pixels); a step with ``C(g, m) <= n_orders`` subsets averages all
 of them, exactly; any other step averages the ``n_orders`` seeded random orders of the group (the
 same orders at every step, so each is a real deletion order). With ``ties="row-major"`` tied
-pixels go in row-major order (top of the image first), the rule of earlier versions: it rewards a
-map with many ties whenever the top of the image matters less to the model than the rest.
+pixels go in row-major order (top of the image first), the rule of earlier versions: it moves the
+score of a map with many ties by where the ties lie, not by what the map says. When the top of the
+image matters less to the model than the rest (as on the demo), deleting it first keeps the
+probability up and inserting it first adds little, so the rule penalises such a map in both
+curves; when the top matters more, it rewards it.
 """
 
 from __future__ import annotations

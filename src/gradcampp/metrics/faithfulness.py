@@ -198,7 +198,9 @@ def win_percentage(o_a: Any, o_b: Any, *, tolerance: float = DEFAULT_TOLERANCE) 
 
     A wins image ``i`` when its drop in confidence is the smaller one, i.e. when the probability
     kept on its explanation, ``O^A_i``, is the larger (both share ``Y_i``). Ties (within the
-    tolerance ``t``) count half.
+    tolerance ``t``) count half. The drops compared are unclipped (``Y_i - O^A_i`` against
+    ``Y_i - O^B_i``), unlike Average Drop's ``max(0, Y_i - O_i)``: where both masked images
+    raise the probability, the larger rise wins.
 
     Args:
         o_a: ``(N,)`` probabilities on A's explanation-masked images.

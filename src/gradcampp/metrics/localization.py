@@ -1,7 +1,10 @@
-"""Localisation against ground truth: pointing game, energy, Loc(delta), instance recall.
+"""Localisation against ground truth: pointing game, energy, Loc(delta), instance recalls.
 
-Every function takes maps ``(N, *S)`` and ground-truth regions: bool masks ``(N, *S)``, or per
-image ``(k_i, *S)`` masks of its ``k_i`` instances (``boxes_to_masks`` turns boxes into masks).
+Every function takes maps ``(N, *S)`` with at least two spatial axes (images ``(N, H, W)``,
+volumes ``(N, D, H, W)``; one map needs its batch axis: ``maps[None]``, as a 2-D array would
+otherwise be read as ``H`` one-dimensional maps) and ground-truth regions: bool masks
+``(N, *S)``, or per image ``(k_i, *S)`` masks of its ``k_i`` instances (``boxes_to_masks`` turns
+boxes into masks).
 Where a metric needs one region per image it uses the union of the instances. Maps are min-max
 normalised per image first (``E``, values in ``[0, 1]``; a constant map becomes all zeros), so
 every score is invariant to a positive scale and offset of the map. Each function returns one
@@ -25,6 +28,11 @@ from gradcampp.metrics._arrays import (
 
 def _inputs(maps: Any, regions: Any) -> tuple[np.ndarray, list[np.ndarray]]:
     maps = as_maps(maps)
+    if maps.ndim < 3:
+        raise ValueError(
+            f"maps must have shape (N, H, W) (a batch of images; one map: maps[None]), got shape "
+            f"{maps.shape}: a 2-D array would be read as {maps.shape[0]} one-dimensional maps"
+        )
     regions = as_regions(regions, maps.shape[0], maps.shape[1:])
     for index, region in enumerate(regions):
         if not region.any():
@@ -49,7 +57,7 @@ def pointing_game(maps: Any, regions: Any, *, tolerance: float = 0.0) -> np.ndar
     constant map points nowhere and never hits. Zhang et al. use 15 pixels at 224 x 224.
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: ground truth, see the module docstring (instances are united).
         tolerance: distance in pixels, >= 0.
 
@@ -80,7 +88,7 @@ def energy_pointing_game(maps: Any, regions: Any) -> np.ndarray:
     that falls inside the ground truth (0 for a constant map).
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: ground truth (instances are united).
 
     Returns:
@@ -112,7 +120,7 @@ def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = False) 
     whole box.
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: ground truth (instances are united), usually boxes.
         delta: threshold in ``[0, 1]``.
         binarize: see above.
@@ -134,6 +142,20 @@ def loc_delta(maps: Any, regions: Any, delta: float, *, binarize: bool = False) 
     return internal / (truth.sum(axis=axes) + external)
 
 
+def _instance_inputs(maps: Any, regions: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``_inputs``, refusing an empty instance mask (a missing instance cannot be found)."""
+    maps, regions = _inputs(maps, regions)
+    for index, region in enumerate(regions):
+        empty = np.flatnonzero(~region.reshape(region.shape[0], -1).any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"regions: instance {int(empty[0])} of image {index} is an empty mask "
+                f"({empty.size} of its {region.shape[0]} instances are empty); every instance "
+                "mask must hold at least one pixel"
+            )
+    return maps, regions
+
+
 def instance_recall(maps: Any, regions: Any, *, min_share: float = 0.1) -> np.ndarray:
     """Share of the instances that each receive at least ``min_share`` of the map's energy.
 
@@ -143,7 +165,7 @@ def instance_recall(maps: Any, regions: Any, *, min_share: float = 0.1) -> np.nd
     multi-instance images, paper section 4.3). A constant map covers nothing (recall 0).
 
     Args:
-        maps: ``(N, *S)`` explanation maps.
+        maps: ``(N, *S)`` explanation maps, ``S`` of two or three axes.
         regions: per image, ``(k_i, *S)`` instance masks (or boxes turned into masks).
         min_share: the energy share an instance needs, in ``(0, 1]``.
 
@@ -154,15 +176,7 @@ def instance_recall(maps: Any, regions: Any, *, min_share: float = 0.1) -> np.nd
         ValueError: naming ``regions`` when an instance mask of an image is empty (a missing
             instance cannot be found; drop it instead), and for shapes that do not fit.
     """
-    maps, regions = _inputs(maps, regions)
-    for index, region in enumerate(regions):
-        empty = np.flatnonzero(~region.reshape(region.shape[0], -1).any(axis=1))
-        if empty.size:
-            raise ValueError(
-                f"regions: instance {int(empty[0])} of image {index} is an empty mask "
-                f"({empty.size} of its {region.shape[0]} instances are empty); every instance "
-                "mask must hold at least one pixel"
-            )
+    maps, regions = _instance_inputs(maps, regions)
     min_share = check_fraction(min_share, "min_share")
     if min_share == 0:
         raise ValueError("min_share must be > 0 (every instance would count as found)")
@@ -173,3 +187,39 @@ def instance_recall(maps: Any, regions: Any, *, min_share: float = 0.1) -> np.nd
             for e, r in zip(normalized, regions, strict=True)
         ]
     )
+
+
+def instance_peak_recall(maps: Any, regions: Any, *, min_peak: float = 0.5) -> np.ndarray:
+    """Share of the instances whose own peak reaches ``min_peak`` of the map's maximum.
+
+    ``recall_i = (1 / k_i) * sum_j 1[max_{p in R_ij} E_i(p) >= min_peak]`` over the ``k_i``
+    instance regions ``R_ij`` of image ``i``, with ``E`` the min-max normalised map (its maximum
+    is 1). Where ``instance_recall`` asks how much of the map's energy an instance holds, this
+    asks whether the map lights the instance up at all: a small instance with a bright spot
+    counts, however little energy it holds. A constant map reaches nothing (recall 0).
+
+    Args:
+        maps: ``(N, *S)`` explanation maps.
+        regions: per image, ``(k_i, *S)`` instance masks (or boxes turned into masks).
+        min_peak: the normalised value an instance's brightest pixel needs, in ``(0, 1]``.
+
+    Returns:
+        ``(N,)`` float64 recalls in ``[0, 1]``.
+
+    Raises:
+        ValueError: naming ``regions`` when an instance mask of an image is empty, for
+            ``min_peak`` outside ``(0, 1]`` and for shapes that do not fit.
+    """
+    maps, regions = _instance_inputs(maps, regions)
+    min_peak = check_fraction(min_peak, "min_peak")
+    if min_peak == 0:
+        raise ValueError("min_peak must be > 0 (every instance would count as reached)")
+    normalized = minmax_normalize(maps)
+    recalls = []
+    for e, r in zip(normalized, regions, strict=True):
+        if not e.any():  # a constant map: no peak anywhere
+            recalls.append(0.0)
+            continue
+        peaks = np.where(r, e[None], -np.inf).reshape(r.shape[0], -1).max(axis=1)
+        recalls.append(float(np.mean(peaks >= min_peak)))
+    return np.array(recalls)
