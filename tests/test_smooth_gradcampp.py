@@ -119,3 +119,16 @@ def test_predicted_classes_come_from_the_clean_input():
 def test_bad_smoothing_options(options, message):
     with pytest.raises(ValueError, match=message):
         GradCAMPP(make_gapnet(), **options)
+
+
+def test_calls_in_several_threads_keep_their_own_noise():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = make_gapnet()
+    explainer = GradCAMPP(model, conv_layer="conv", smooth_samples=3, smooth_noise=0.5, seed=9)
+    inputs = [_inputs(3), _inputs(5, 12)]
+    expected = [explainer.explain(x, 1) for x in inputs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda x: explainer.explain(x, 1), inputs * 3))
+    for i, maps in enumerate(results):
+        torch.testing.assert_close(maps, expected[i % 2], rtol=0, atol=0)

@@ -118,10 +118,14 @@ class GradCAM:
     def _weights(self, acts: Any, grads: Any) -> Any:
         return gradcam_weights(grads)
 
-    def _begin(self, n: int) -> None:
-        """Called once per ``explain`` call with the number of samples, before the first chunk."""
+    def _begin(self, n: int) -> Any:
+        """What one ``explain`` call of ``n`` samples needs in every chunk (kept out of ``self``,
+        so that calls in several threads do not share it); ``None`` here."""
+        return None
 
-    def _chunk_maps(self, x: Any, plan: Any, start: int, stop: int) -> tuple[Any, Any, Any]:
+    def _chunk_maps(
+        self, x: Any, plan: Any, start: int, stop: int, call: Any = None
+    ) -> tuple[Any, Any, Any]:
         """Maps ``(n, T, *S')`` at the layer's resolution for inputs ``x`` (samples
         ``start:stop``), with the activations and gradients they came from."""
         acts, grads = self.backend.capture(x, plan, start, stop)
@@ -163,11 +167,11 @@ class GradCAM:
             targets = batch.targets
         n = batch.x.shape[0]
         plan = parse_targets(targets, n)
-        self._begin(n)
+        call = self._begin(n)
         chunks = []
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            maps, acts, grads = self._chunk_maps(batch.x[start:stop], plan, start, stop)
+            maps, acts, grads = self._chunk_maps(batch.x[start:stop], plan, start, stop, call)
             xp = namespace(maps)
             if upsample:
                 maps = resize(
@@ -324,19 +328,19 @@ class GradCAMPP(GradCAM):
         self.smooth_samples = int(smooth_samples)
         self.smooth_noise = float(smooth_noise)
         self.seed = seed
-        self._noise: list[np.random.Generator] = []
 
     def _weights(self, acts: Any, grads: Any) -> Any:
         return gradcampp_weights(acts, grads, self.variant)
 
-    def _begin(self, n: int) -> None:
-        # one noise stream per sample, drawn in order whatever the chunks (see ``seed``)
-        self._noise = []
-        if self.smooth_samples:
-            seeds = np.random.SeedSequence(self.seed).spawn(n)
-            self._noise = [np.random.default_rng(seed) for seed in seeds]
+    def _begin(self, n: int) -> list[np.random.Generator] | None:
+        """One noise stream per sample, drawn in order whatever the chunks (see ``seed``)."""
+        if not self.smooth_samples:
+            return None
+        return [np.random.default_rng(seed) for seed in np.random.SeedSequence(self.seed).spawn(n)]
 
-    def _chunk_maps(self, x: Any, plan: Any, start: int, stop: int) -> tuple[Any, Any, Any]:
+    def _chunk_maps(
+        self, x: Any, plan: Any, start: int, stop: int, call: Any = None
+    ) -> tuple[Any, Any, Any]:
         if not self.smooth_samples:
             return super()._chunk_maps(x, plan, start, stop)
         xp = namespace(x)
@@ -350,7 +354,7 @@ class GradCAMPP(GradCAM):
         d1 = d2 = d3 = None
         for _ in range(self.smooth_samples):
             noise = np.stack(
-                [rng.standard_normal(shape, dtype=np.float32) for rng in self._noise[start:stop]]
+                [rng.standard_normal(shape, dtype=np.float32) for rng in call[start:stop]]
             )
             noisy = x + constant_like(noise, x, xp) * sigma
             _, g = self.backend.capture(noisy, fixed, start, stop)
