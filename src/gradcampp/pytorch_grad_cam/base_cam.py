@@ -118,7 +118,8 @@ class BaseCAM:
             input_tensor: ``(N, C, H, W)`` tensor (moved to the model's device and dtype).
             targets: ``None`` (each sample's highest-scoring class) or a list of ``N`` target
                 objects, target ``i`` called on sample ``i``'s output (``ClassifierOutputTarget``
-                and the others of ``utils.model_targets``, or any such callable).
+                and the others of ``utils.model_targets``, or any such callable); a list of ``N``
+                class indices is read as ``ClassifierOutputTarget`` of each.
             aug_smooth: average the maps over six flipped and brightened copies of the inputs.
             eigen_smooth: project the weighted activations on their first principal component
                 instead of summing them.
