@@ -23,6 +23,18 @@ Usage (from the repository root, on a machine with a CUDA device)::
 Without a CUDA device the script says so and exits with status 0 without measuring anything. The
 Markdown table is printed and written to ``benchmarks/results/gpu.md`` (``--out``), rewritten after
 every case so that an interrupted run leaves what it measured.
+
+End to end (``--end-to-end``): files in, files out, as ``gradcampp explain`` runs them. For each
+model, ``--images`` photo-sized JPEGs (500x375) are written, then read to the 224 px view
+(``read_view``), explained on ``--device`` in batches of ``--batch-size`` and written
+(``--format files`` with overlays, the default outputs), each stage timed on its own (wall time;
+the device synchronised around each batch), then the whole run again through the local engine.
+The table gives each stage's images/s, the run's, and the CPU cores that keep the device busy,
+``explain rate x (read + write seconds per image on one core)``. It runs on a CPU as well
+(``--device cpu``), to try it where there is no GPU::
+
+    python benchmarks/gpu.py --end-to-end                       # on CUDA
+    python benchmarks/gpu.py --end-to-end --device cpu --images 8 --models resnet50
 """
 
 from __future__ import annotations
@@ -220,6 +232,110 @@ def write(path: Path, command: str, args: argparse.Namespace, rows: list[list[st
     return text
 
 
+def _vit_small() -> torch.nn.Module:
+    import timm
+
+    return timm.create_model("vit_small_patch16_224", pretrained=False)
+
+
+def end_to_end(args: argparse.Namespace, command: str) -> str:
+    """Files in, files out on ``args.device``: each stage's rate and the whole run's."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from gradcampp.engines.local import run_local
+    from gradcampp.engines.recipe import ModelRecipe
+    from gradcampp.engines.work import ImageWork, Settings
+    from gradcampp.images import read_view
+
+    device = torch.device(args.device)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    work = Path(tempfile.mkdtemp(prefix="gradcampp-e2e-"))
+    rows: list[list[str]] = []
+    try:
+        rng = np.random.default_rng(args.seed)
+        paths = []
+        for i in range(args.images):  # smooth photos with a little sensor noise, JPEG q90
+            coarse = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+            smooth = np.asarray(
+                Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
+            )
+            noisy = np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
+            paths.append(work / f"photo-{i:04d}.jpg")
+            Image.fromarray(noisy).save(paths[-1], quality=90)
+        for name in args.models:
+            if name == "resnet50":
+                recipe, label = ModelRecipe("torchvision:resnet50", device=args.device), "ResNet-50"
+            else:
+                if importlib.util.find_spec("timm") is None:
+                    continue
+                recipe, label = ModelRecipe(_vit_small, device=args.device), "ViT-S/16"
+            torch.manual_seed(args.seed)
+            loaded = recipe.load()
+            settings = Settings(batch_size=args.batch_size)
+            image_work = ImageWork(loaded, settings)
+            out = work / f"out-{name}"
+            out.mkdir()
+            start = time.perf_counter()
+            views = [read_view(p, loaded.preprocess) for p in paths]
+            read_s = time.perf_counter() - start
+            image_work.explain(views[: args.batch_size])  # warm-up
+            explain_s = write_s = 0.0
+            for g in range(0, len(paths), args.batch_size):
+                group = views[g : g + args.batch_size]
+                synchronize()
+                start = time.perf_counter()
+                found = image_work.explain(group)
+                synchronize()
+                explain_s += time.perf_counter() - start
+                named = [(paths[g + i], paths[g + i].stem, v) for i, v in enumerate(group)]
+                start = time.perf_counter()
+                image_work.write(named, found, out)
+                write_s += time.perf_counter() - start
+            shutil.rmtree(out)
+            start = time.perf_counter()
+            result = run_local(loaded, paths, out, settings, progress=False)
+            run_s = time.perf_counter() - start
+            n = len(paths)
+            if len(result.records) != n:
+                raise RuntimeError(f"{label}: {n - len(result.records)} image(s) not written")
+            explain_rate = n / explain_s
+            cores = explain_rate * (read_s + write_s) / n
+            rows.append([
+                label, str(args.batch_size), f"{n / read_s:.0f}", f"{explain_rate:.1f}",
+                f"{n / write_s:.0f}", f"{n / run_s:.1f}", f"{cores:.1f}",
+            ])  # fmt: skip
+            del loaded, image_work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    header = ["model", "batch", "read img/s (1 core)", "explain img/s", "write img/s (1 core)",
+              "whole run img/s", "cores to keep the device busy"]  # fmt: skip
+    lines = [
+        "# End to end: files in, files out",
+        "",
+        f"Command: `{command}`; device: {where}; {args.images} 500x375 JPEGs, 224 px views,"
+        " `--format files` with overlays (the default outputs); seeded random weights;"
+        f" {torch.get_num_threads()} PyTorch thread(s). Read and write run in one thread;"
+        " cores = explain rate x (read + write seconds per image).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return text
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -228,8 +344,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu.md")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="files in, files out (see the docstring)"
+    )
+    parser.add_argument("--device", default=DEVICE, help="torch device for --end-to-end (cuda)")
+    parser.add_argument("--images", type=int, default=256, help="images for --end-to-end")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch for --end-to-end")
     args = parser.parse_args(argv)
+    if args.out is None:
+        name = "gpu_end_to_end.md" if args.end_to_end else "gpu.md"
+        args.out = ROOT / "benchmarks" / "results" / name
+    if args.end_to_end and (args.images < 1 or args.batch_size < 1):
+        parser.error("--images and --batch-size must be >= 1")
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     return args
@@ -237,6 +364,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.end_to_end:
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            print("benchmarks/gpu.py: no CUDA device is available here (try --device cpu).")
+            return 0
+        command = "python benchmarks/gpu.py" + "".join(
+            " " + shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv)
+        )
+        print(end_to_end(args, command))
+        return 0
     if not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA device is available here; nothing was measured.")
         return 0

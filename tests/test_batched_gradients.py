@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,10 @@ def test_explained_maps_equal_the_per_target_loop(name, explainer, monkeypatch):
     x = torch.randn(
         2, 3, size, size, generator=torch.Generator().manual_seed(2), dtype=torch.float64
     )
+    cam = explainer(model, conv_layer=layer)
+    cam.explain(x, TopK(3))  # measures both paths once
+    (key,) = torch_backend.backward_choices(model)
+    torch_backend.set_backward_choice(model, key, "batched")
     calls = []
     real = torch_backend.batched_gradients
 
@@ -145,13 +151,13 @@ def test_explained_maps_equal_the_per_target_loop(name, explainer, monkeypatch):
         return real(scores, acts)
 
     monkeypatch.setattr(torch_backend, "batched_gradients", counted)
-    cam = explainer(model, conv_layer=layer)
     fast = cam.explain(x, TopK(3))
     picked = cam.explain(x, Classes([[0, 2, 4], [1, 3, 5]]))
     assert calls == [(2, 3), (2, 3)]  # both calls went through the batched path
-    monkeypatch.setattr(torch_backend, "batched_gradients", lambda scores, acts: None)
+    torch_backend.set_backward_choice(model, key, "loop")
     slow = cam.explain(x, TopK(3))
     slow_picked = cam.explain(x, Classes([[0, 2, 4], [1, 3, 5]]))
+    assert calls == [(2, 3), (2, 3)]  # and these through the loop
     assert fast.shape == (2, 3, size, size)
     for a, b in ((fast, slow), (picked, slow_picked)):
         scale = float(b.abs().max())
@@ -183,25 +189,63 @@ def test_a_head_that_cannot_be_vectorised_falls_back_to_the_loop(monkeypatch):
     assert maps.shape == (2, 3, 8, 8) and bool(torch.isfinite(maps).all())
 
 
-@pytest.mark.parametrize(
-    ("n", "n_targets", "device_batched"),
-    [(1, 5, False), (1, 9, True), (2, 5, True), (4, 2, True), (3, 1, False)],
-)
-def test_which_path_runs(n, n_targets, device_batched, monkeypatch):
+def _spied(monkeypatch, slow: str | None = None) -> list[str]:
+    """Record which path runs; ``slow`` (a path) is made 0.2 s slower."""
+    used: list[str] = []
+    for name, label in (("batched_gradients", "batched"), ("per_target_gradients", "loop")):
+        real = getattr(torch_backend, name)
+
+        def spy(*args, real=real, label=label, **kwargs):
+            used.append(label)
+            if label == slow:
+                time.sleep(0.2)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(torch_backend, name, spy)
+    return used
+
+
+@pytest.mark.parametrize("slow", ["batched", "loop"])
+def test_backward_path_is_measured_once_per_shape_and_kept(slow, monkeypatch):
     model = make_gapnet(classes=12)
-    x = torch.randn(n, 3, 6, 6, generator=torch.Generator().manual_seed(4))
-    scores, acts = _scores_and_acts(model, "conv", x, n_targets)
-    used = []
-    real = torch_backend.batched_gradients
+    torch_backend.set_backward_choice(model, None, "batched")  # nothing measured yet
+    used = _spied(monkeypatch, slow)
+    cam = GradCAMPP(model, conv_layer="conv")
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(4))
+    first = cam.explain(x, TopK(4))
+    assert used == ["batched", "loop", "batched", "loop"]  # both, twice, alternately
+    kept = "loop" if slow == "batched" else "batched"
+    assert torch_backend.backward_choices(model) == {
+        ((2, 6, 6, 6), 4, "cpu", "torch.float32"): kept
+    }
+    used.clear()
+    again = GradCAM(model, conv_layer="conv").explain(x, TopK(4))  # another explainer, same model
+    second = cam.explain(x, TopK(4))
+    assert used == [kept, kept]  # the choice is reused: no second measurement
+    torch.testing.assert_close(first, second, rtol=0, atol=0)  # the same path: the same numbers
+    assert again.shape == (2, 4, 6, 6)
+    used.clear()
+    cam.explain(x[:1], TopK(4))  # another shape: measured again
+    cam.explain(x, TopK(1))  # one target: nothing to choose
+    assert used == ["batched", "loop", "batched", "loop", "loop"]
+    assert len(torch_backend.backward_choices(model)) == 2
 
-    def spy(scores, acts):
-        used.append("batched")
-        return real(scores, acts)
 
-    monkeypatch.setattr(torch_backend, "batched_gradients", spy)
-    grads = torch_backend.score_gradients(scores, acts)
-    assert used == (["batched"] if device_batched else [])
-    assert grads.shape == (n, n_targets, *acts.shape[1:])
+def test_both_paths_give_the_same_maps():
+    model = _seeded(NormHead)
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    cam = GradCAMPP(model, conv_layer="features")
+    cam.explain(x, TopK(5))
+    (key,) = torch_backend.backward_choices(model)
+    maps = {}
+    for path in torch_backend.BACKWARD_PATHS:
+        torch_backend.set_backward_choice(model, key, path)
+        maps[path] = cam.explain(x, TopK(5))
+    scale = float(maps["loop"].abs().max())
+    assert scale > 0
+    torch.testing.assert_close(maps["batched"], maps["loop"], rtol=0, atol=4e-6 * scale)
+    with pytest.raises(ValueError, match="path must be one of"):
+        torch_backend.set_backward_choice(model, key, "fast")
 
 
 def test_scores_that_do_not_depend_on_the_layer_are_an_error():

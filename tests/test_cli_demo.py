@@ -16,6 +16,7 @@ from PIL import Image
 from gradcampp.cli import EXIT_OK, main
 from gradcampp.demo import CLASSES
 from gradcampp.demo_run import demo_batches, demo_names
+from gradcampp.maps import load_map
 
 COUNT = 16  # single-instance images; COUNT // 2 multi-instance ones follow
 
@@ -47,7 +48,7 @@ def test_demo_writes_every_file_with_its_shape(demo_run):
             written = np.asarray(picture, dtype=np.float32) / 255.0
         np.testing.assert_allclose(written, np.moveaxis(image, 0, -1), atol=0.5 / 255 + 1e-6)
         for method in ("gradcampp", "gradcam"):
-            raw = np.load(out / f"{name}.{method}.npy")
+            raw = load_map(out / f"{name}.{method}.npy")
             assert raw.shape == (64, 64) and raw.dtype == np.float32 and raw.max() > 0
             with Image.open(out / f"{name}.{method}.png") as picture:
                 assert picture.size == (192, 192) and picture.mode == "RGB"
@@ -81,7 +82,7 @@ def test_maps_peak_inside_a_shape(demo_run, method):
     masks = [*single.instance_masks, *multi.instance_masks]
     hits = []
     for name, instance_masks in zip(names, masks, strict=True):
-        raw = np.load(out / f"{name}.{method}.npy")
+        raw = load_map(out / f"{name}.{method}.npy")
         peak = np.unravel_index(np.argmax(raw), raw.shape)
         hits.append(bool(instance_masks.any(axis=0)[peak]))
     # "most": the map's maximum lies on a drawn shape for at least 70% of the images

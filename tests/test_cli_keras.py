@@ -22,6 +22,8 @@ if importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensor
 
 from PIL import Image
 
+from gradcampp.maps import load_map
+
 pytestmark = pytest.mark.slow
 
 SCRIPT = """
@@ -73,7 +75,7 @@ def test_keras_file_is_loaded_and_explained_or_refused_clearly(tmp_path):
         assert "cannot explain this model" in result.stderr
         pytest.skip("gradcampp.backends has no Keras backend yet; the refusal is clear")
     assert int(code) == EXIT_OK, result.stderr[-3000:]
-    raw = np.load(out / "leaf.gradcampp.npy")
+    raw = load_map(out / "leaf.gradcampp.npy")
     assert raw.shape == (20, 24)  # the model's input size, read from the .keras file
     record = json.loads((out / "leaf.json").read_text())
     assert len(record["top_classes"]) == 3

@@ -33,8 +33,10 @@ import gradcampp  # noqa: E402
 import gradcampp.ray  # noqa: E402
 from gradcampp.cli import EXIT_OK, main  # noqa: E402
 from gradcampp.demo import generate_shapes  # noqa: E402
+from gradcampp.engines.parquet import map_of  # noqa: E402
 from gradcampp.engines.work import upsample  # noqa: E402
 from gradcampp.images import save_png  # noqa: E402
+from gradcampp.maps import load_map  # noqa: E402
 
 pytestmark = pytest.mark.slow
 N_IMAGES = 200
@@ -136,9 +138,10 @@ def assert_same_outputs(out: Path, reference: Path, relative: float | None = Non
     names = sorted(p.name for p in reference.iterdir() if p.is_file())
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == names
     for npy in reference.glob("*.npy"):
-        expected = np.load(npy)
+        expected = load_map(npy)
         atol = 1e-6 if relative is None else relative * float(np.abs(expected).max())
-        np.testing.assert_allclose(np.load(out / npy.name), expected, atol=atol, rtol=0)
+        atol += 2.0**-11 * float(np.abs(expected).max())  # one float16 step (map_dtype float16)
+        np.testing.assert_allclose(load_map(out / npy.name), expected, atol=atol, rtol=0)
     assert csv_rows(out) == csv_rows(reference)
     assert (out / "index.html").read_text() == (reference / "index.html").read_text()
 
@@ -209,10 +212,11 @@ def test_a_dying_worker_is_replaced_and_nothing_is_written_twice(
         per_image = Counter(row["image"] for row in csv.DictReader(file))
     assert len(per_image) == N_IMAGES and len(set(per_image.values())) == 1
     for row in rows:  # Parquet maps at the layer's resolution: the local maps once upsampled
-        stored = np.asarray(row["gradcampp"], dtype=np.float32).reshape(row["map_shape"])
+        stored = map_of(row, "gradcampp")
         assert stored.shape == (16, 16)
-        expected = np.load(reference / f"{row['name']}.gradcampp.npy")
-        np.testing.assert_allclose(upsample(stored, (64, 64)), expected, atol=1e-6, rtol=0)
+        expected = load_map(reference / f"{row['name']}.gradcampp.npy")
+        atol = 1e-6 + 2.0**-10 * float(np.abs(expected).max())  # both float16 (see local)
+        np.testing.assert_allclose(upsample(stored, (64, 64)), expected, atol=atol, rtol=0)
         record = json.loads((reference / f"{row['name']}.json").read_text())
         assert row["top_class_index"] == [c["class_index"] for c in record["top_classes"]]
 

@@ -213,6 +213,23 @@ def test_plot_explanations_saves_with_its_colour_bar(tmp_path):
     matplotlib.pyplot.close(without)
 
 
+@pytest.mark.parametrize("cmap", ["inferno", "viridis", "jet"])
+def test_lookup_table_gives_matplotlibs_colours(cmap):
+    import matplotlib
+
+    from gradcampp.viz import colormap_lut
+
+    values = np.random.default_rng(0).random((64, 48))
+    values[0, :4] = [0.0, 1.0, 255 / 256, np.nextafter(255 / 256, 0)]  # bin edges
+    expected = np.asarray(matplotlib.colormaps[cmap](values)[..., :3], dtype=np.float32)
+    np.testing.assert_array_equal(colorize(values, cmap), expected)
+    single = values.astype(np.float32)  # float32 values: matplotlib given the same values
+    expected = np.asarray(matplotlib.colormaps[cmap](single)[..., :3], dtype=np.float32)
+    np.testing.assert_array_equal(colorize(single, cmap), expected)
+    assert colormap_lut(cmap) is colormap_lut(cmap)  # built once per name
+    assert colormap_lut(cmap).shape == (256, 3) and not colormap_lut(cmap).flags.writeable
+
+
 @pytest.mark.parametrize(("n", "cols", "img_size"), [(3, 3, 2.5), (4, 4, 1.0), (2, 2, 0.6)])
 def test_colour_bar_label_lies_inside_the_saved_figure(tmp_path, n, cols, img_size):
     images = np.random.default_rng(15).random((n, 16, 16, 3)).astype(np.float32)

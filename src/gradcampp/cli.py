@@ -245,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.fill(
             "Explain a model's decisions on image files. For each input NAME.ext the "
             "output directory gets NAME.input.png (the image as the model saw it), "
-            "NAME.<method>.png (overlay), NAME.<method>.npy (raw float32 map, (H, W), or "
-            "(K, H, W) with --top-k K), NAME.json (top classes and scores); and for the run "
+            "NAME.<method>.png (overlay), NAME.<method>.npy (raw map, (H, W), or "
+            "(K, H, W) with --top-k K; see --map-dtype), NAME.json (top classes and scores); "
+            "and for the run "
             "predictions.csv and index.html. NAME is unique within the run and never the name "
             "of an input, so --out may be the inputs' folder; paths in the results are relative "
             "to --out.",
@@ -360,6 +361,14 @@ def _add_engine_options(explain: argparse.ArgumentParser) -> None:
         default="files",
         help="files: a .npy and a .json per image (default); parquet: one Parquet dataset "
         "explanations.parquet of maps and predictions",
+    )
+    group.add_argument(
+        "--map-dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="how .npy and Parquet maps are stored: float16 (default): float16 values with a "
+        "float32 scale per map, half the bytes, within 2.5e-4 of each map's maximum (read them "
+        "with gradcampp.maps.load_map); float32: the plain float32 maps",
     )
     group.add_argument(
         "--full-size",
@@ -532,6 +541,7 @@ def run_explain(args: argparse.Namespace) -> int:
             overlays=not args.no_overlays,
             format=args.format,
             full_size=args.full_size,
+            map_dtype=args.map_dtype,
         )
         ray_options = {}
         if args.engine == "ray":

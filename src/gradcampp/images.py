@@ -17,6 +17,13 @@ Maps are computed at the view's resolution, so overlays are drawn on the view.
 never full-resolution images. Before any pixel is decoded, the size in the file's header is
 checked against ``MAX_PIXELS`` and ``MAX_ASPECT``; only regular files are opened. 16-bit and float
 images are scaled to 8 bits, not clipped.
+
+Reading at the speed of the decoder: a JPEG much larger than the view is decoded at a reduced size
+(libjpeg scales the DCT by 1/2, 1/4 or 1/8, Pillow's ``draft``), never below ``DRAFT_MARGIN`` times
+the resized image (within 2/255, mean absolute difference, of a full decode), then resized
+once and cropped; other images give the same pixels as before. Grey images are resized as grey.
+A 16-bit or float image is scaled to 8 bits strip by strip (``STRIP_PIXELS`` at a time),
+so its peak memory is its decoded size plus one 8-bit copy, not several float64 copies.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,34 +140,111 @@ def _check_header(path: str | os.PathLike[str], width: int, height: int, max_pix
         )
 
 
-def _to_rgb8(image: object, path: str | os.PathLike[str], notes: list[str]) -> np.ndarray:
-    """A decoded Pillow image as ``uint8`` RGB, high-bit-depth and float data scaled, not clipped.
+STRIP_PIXELS = 1 << 20  # pixels converted at a time from 16-bit or float to 8 bits
+DRAFT_MARGIN = 2  # a JPEG is decoded at no less than this many times the resized image's size
+_HIGH_BIT_DEPTH = ("I", "F")
+
+
+def _strips(image: object, rows: int, dtype: type = np.float64) -> Iterator[tuple[int, np.ndarray]]:
+    """``(top, rows as dtype)`` of a Pillow image, ``rows`` rows at a time."""
+    width, height = image.size  # type: ignore[attr-defined]
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        yield top, np.asarray(image.crop(box), dtype=dtype)  # type: ignore[attr-defined]
+
+
+def _grey8(image: object, path: str | os.PathLike[str], notes: list[str]) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float grey Pillow image as ``uint8`` ``(H, W)``, scaled.
 
     16-bit grey is divided by 65535; 32-bit integer grey by 65535 when its values fit 16 bits;
     float grey in ``[0, 1]`` is kept; other integer or float data are scaled from their own
-    minimum and maximum to ``[0, 1]``, and a note says so. Everything else goes through Pillow's
-    conversion to RGB (8-bit colour images, palettes, alpha, CMYK, 1-bit).
+    minimum ``lo`` and maximum ``hi`` to ``[0, 1]`` (``(v - lo) / (hi - lo)``), and a note says so.
+    Then ``rint(clip(unit, 0, 1) * 255)``. Done ``STRIP_PIXELS`` at a time, so that memory holds
+    the decoded image, the ``uint8`` result and one strip, never a float copy of the image.
     """
     mode = image.mode  # type: ignore[attr-defined]
-    if not (mode.startswith("I") or mode == "F"):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)  # type: ignore[attr-defined]
-    values = np.asarray(image, dtype=np.float64)
-    if values.size and not np.isfinite(values).all():
-        raise ImageReadError(path, "the image holds NaN or infinite values")
-    low = float(values.min()) if values.size else 0.0
-    high = float(values.max()) if values.size else 0.0
-    if mode == "F" and low >= 0.0 and high <= 1.0:
-        unit = values
-    elif mode.startswith("I;16") or (mode == "I" and low >= 0.0 and high <= 65535.0):
-        unit = values / 65535.0
+    width, height = image.size  # type: ignore[attr-defined]
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    low, high = 0.0, 0.0
+    if not mode.startswith("I;16"):  # the range decides the scaling: one pass to find it
+        lows, highs = [], []
+        for _, values in _strips(image, rows):
+            if values.size and not np.isfinite(values).all():
+                raise ImageReadError(path, "the image holds NaN or infinite values")
+            if values.size:
+                lows.append(float(values.min()))
+                highs.append(float(values.max()))
+        low, high = (min(lows), max(highs)) if lows else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0.0 and high <= 65535.0):
+        offset, divisor = 0.0, 65535.0
+    elif mode == "F" and low >= 0.0 and high <= 1.0:
+        offset, divisor = 0.0, 1.0
     else:
-        unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        offset, divisor = low, (high - low if high > low else 0.0)
         notes.append(
             f"{Path(path).name}: {mode} values in [{low:g}, {high:g}] scaled from their own "
             "minimum and maximum to the full range"
         )
-    grey = np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+    grey = np.zeros((height, width), dtype=np.uint8)
+    if divisor == 65535.0:  # rint(v / 65535 * 255) = rint(v / 257), never a tie: in integers
+        for top, values in _strips(image, rows, np.int64):
+            grey[top : top + values.shape[0]] = (values + 128) // 257
+        return grey
+    if divisor == 0.0:
+        return grey
+    for top, values in _strips(image, rows):
+        unit = values if (offset, divisor) == (0.0, 1.0) else (values - offset) / divisor
+        grey[top : top + values.shape[0]] = np.rint(np.clip(unit, 0.0, 1.0) * 255.0)
+    return grey
+
+
+def _to_rgb8(image: object, path: str | os.PathLike[str], notes: list[str]) -> np.ndarray:
+    """A decoded Pillow image as ``uint8`` RGB, high-bit-depth and float data scaled, not clipped.
+
+    Integer (``I``, ``I;16``) and float (``F``) grey images go through ``_grey8``; everything
+    else through Pillow's conversion to RGB (8-bit colour images, palettes, alpha, CMYK, 1-bit).
+    """
+    mode = image.mode  # type: ignore[attr-defined]
+    if not mode.startswith(_HIGH_BIT_DEPTH):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)  # type: ignore[attr-defined]
+    return np.repeat(_grey8(image, path, notes)[..., None], 3, axis=-1)
+
+
+def _checked_file(path: str | os.PathLike[str]) -> None:
+    """Raise ImageReadError unless ``path`` is a regular file (a FIFO or device could block)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as error:
+        raise ImageReadError(path, "no such file") from error
+    except OSError as error:
+        raise ImageReadError(path, f"cannot open it ({error.strerror or error})") from error
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(path, "is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+
+
+@contextmanager
+def _decoding(path: str | os.PathLike[str], max_pixels: int) -> Iterator[object]:
+    """Pillow's ``Image`` module, with Pillow's errors turned into ``ImageReadError``."""
+    image_module = _pil()
+    try:
+        with warnings.catch_warnings():
+            # the header check applies gradcampp's own limit, with a clearer message
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)  # type: ignore[attr-defined]
+            yield image_module
+    except ImageReadError:
+        raise
+    except image_module.DecompressionBombError as error:  # type: ignore[attr-defined]
+        raise ImageReadError(
+            path, f"more than the limit of {max_pixels:,} pixels; shrink the image first ({error})"
+        ) from error
+    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
+        text = str(error)
+        for form in (repr(str(path)), f"'{path}'", str(path)):
+            text = text.replace(form, "")
+        detail = text.strip(" :") or type(error).__name__
+        raise ImageReadError(path, f"not a readable image ({detail})") from error
 
 
 def read_image(
@@ -178,55 +264,36 @@ def read_image(
         ImageReadError: when the file is missing, not a regular file, not an image, truncated or
             corrupt, has more than ``max_pixels`` pixels or an aspect ratio over ``MAX_ASPECT``.
     """
-    image_module = _pil()
-    try:
-        info = os.stat(path)
-    except FileNotFoundError as error:
-        raise ImageReadError(path, "no such file") from error
-    except OSError as error:
-        raise ImageReadError(path, f"cannot open it ({error.strerror or error})") from error
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageReadError(path, "is a directory")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
-    try:
+    _checked_file(path)
+    with _decoding(path, max_pixels) as image_module:
         from PIL import ImageOps
 
-        with warnings.catch_warnings():
-            # the header check below applies gradcampp's own limit, with a clearer message
-            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)  # type: ignore[attr-defined]
-            with image_module.open(path) as image:  # type: ignore[attr-defined]
-                _check_header(path, image.width, image.height, max_pixels)
-                image.load()
-                rgb = _to_rgb8(
-                    ImageOps.exif_transpose(image), path, notes if notes is not None else []
-                )
-    except ImageReadError:
-        raise
-    except image_module.DecompressionBombError as error:  # type: ignore[attr-defined]
-        raise ImageReadError(
-            path, f"more than the limit of {max_pixels:,} pixels; shrink the image first ({error})"
-        ) from error
-    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
-        text = str(error)
-        for form in (repr(str(path)), f"'{path}'", str(path)):
-            text = text.replace(form, "")
-        detail = text.strip(" :") or type(error).__name__
-        raise ImageReadError(path, f"not a readable image ({detail})") from error
+        with image_module.open(path) as image:  # type: ignore[attr-defined]
+            _check_header(path, image.width, image.height, max_pixels)
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            rgb = _to_rgb8(image, path, notes if notes is not None else [])
     return rgb
+
+
+#: zlib level 1 with run-length matching (``Z_RLE``): lossless like every PNG, about 3x faster
+#: to encode than Pillow's default (level 6) and about as small on photographs and overlays,
+#: whose PNG filters leave short runs (``benchmarks/pipeline_stages.py`` measures both).
+PNG_OPTIONS: dict[str, int] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 
 def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     """Write ``rgb`` (``uint8``, or floats in ``[0, 1]``) ``(H, W, 3)`` as a PNG file.
 
-    The file is written under a temporary name and renamed onto ``path`` (``_files``): a symbolic
-    link at ``path`` is replaced, never written through.
+    Encoded with ``PNG_OPTIONS`` (lossless). The file is written under a temporary name and
+    renamed onto ``path`` (``_files``): a symbolic link at ``path`` is replaced, never written
+    through.
     """
     array = np.asarray(rgb)
     if array.dtype != np.uint8:
         array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     picture = _pil().fromarray(array)  # type: ignore[attr-defined]
-    write_atomically(path, lambda file: picture.save(file, format="PNG"))
+    write_atomically(path, lambda file: picture.save(file, format="PNG", **PNG_OPTIONS))
 
 
 def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -267,32 +334,84 @@ class Preprocess:
                 f"a smaller one is 0 there, and dividing by it gives Inf), got {self.std}"
             )
 
+    def geometry(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """For an image of ``width`` x ``height``: the resized size ``(w, h)`` and the crop's
+        top-left corner ``(left, top)`` in it (``(0, 0)`` and ``size`` without a crop)."""
+        out_h, out_w = self.size
+        if self.resize is None:
+            return (out_w, out_h), (0, 0)
+        scale = self.resize / min(width, height)
+        scaled = (max(out_w, round(width * scale)), max(out_h, round(height * scale)))
+        return scaled, ((scaled[0] - out_w) // 2, (scaled[1] - out_h) // 2)
+
+    def view_of(
+        self, picture: object, full_size: tuple[int, int] | None = None, reduction: float = 1.0
+    ) -> np.ndarray:
+        """A Pillow image (``"RGB"`` or ``"L"``) -> the ``uint8`` view ``(*size, 3)``.
+
+        Args:
+            picture: the decoded image, possibly decoded at a reduced size.
+            full_size: the image's full ``(width, height)``; None: ``picture``'s own size.
+            reduction: ``picture``'s scale relative to the full image (``1/s`` for a JPEG
+                decoded at ``1/s`` of its size: full-image coordinate ``u`` is ``u * reduction``
+                in ``picture``).
+
+        One bilinear resize to the resized size, then the crop: exactly torchvision's order, and
+        for a full image the same pixels as before reduced decoding existed.
+        """
+        image_module = _pil()
+        full_w, full_h = full_size if full_size is not None else picture.size  # type: ignore[attr-defined]
+        scaled, (left, top) = self.geometry(full_w, full_h)
+        out_h, out_w = self.size
+        box = (0.0, 0.0, full_w * reduction, full_h * reduction)
+        bilinear = image_module.Resampling.BILINEAR  # type: ignore[attr-defined]
+        resized = picture.resize(scaled, bilinear, box=box)  # type: ignore[attr-defined]
+        if scaled != (out_w, out_h):
+            resized = resized.crop((left, top, left + out_w, top + out_h))
+        array = np.asarray(resized, dtype=np.uint8)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=-1)
+        return array
+
     def view(self, image: np.ndarray) -> np.ndarray:
         """``uint8`` ``(H, W, 3)`` image -> the ``uint8`` view ``(*size, 3)`` the model sees.
 
-        With a centre crop the image is resized whole, then cropped, exactly as torchvision's
-        transforms do; ``MAX_ASPECT`` bounds the resized image to ``resize * resize * MAX_ASPECT``
-        pixels, whatever the file's size.
+        With a centre crop the image is resized so that its shorter side is ``resize``, then
+        cropped, exactly as torchvision's transforms do (``view_of``).
         """
-        image_module = _pil()
-        pil = image_module.fromarray(np.asarray(image, dtype=np.uint8))  # type: ignore[attr-defined]
-        bilinear = image_module.Resampling.BILINEAR  # type: ignore[attr-defined]
-        height, width = self.size
-        if self.resize is None:
-            pil = pil.resize((width, height), bilinear)
-        else:
-            scale = self.resize / min(pil.width, pil.height)
-            scaled = (max(width, round(pil.width * scale)), max(height, round(pil.height * scale)))
-            pil = pil.resize(scaled, bilinear)
-            left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
-            pil = pil.crop((left, top, left + width, top + height))
-        return np.asarray(pil, dtype=np.uint8)
+        pil = _pil().fromarray(np.asarray(image, dtype=np.uint8))  # type: ignore[attr-defined]
+        return self.view_of(pil)
 
     def input(self, view: np.ndarray) -> np.ndarray:
         """The ``uint8`` view ``(H, W, 3)`` -> float32 input ``(3, H, W)`` or ``(H, W, 3)``."""
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         x = (view.astype(np.float32) / 255.0 - mean) / std
         return x if self.channels_last else np.ascontiguousarray(np.moveaxis(x, -1, 0))
+
+
+_SWAPPED = (5, 6, 7, 8)  # EXIF orientations that exchange width and height
+
+
+def _draft(image: object, preprocess: Preprocess, full: tuple[int, int]) -> float:
+    """Ask a JPEG decoder for a reduced size when the view is much smaller; the reduction.
+
+    The decoder scales by ``1/s``, ``s`` in 8, 4, 2, the largest that keeps the decoded image at
+    least ``DRAFT_MARGIN`` times the resized one (``Preprocess.geometry``) on both axes. Returns
+    ``1/s`` (1.0 for other formats and for images that are not much larger than the view).
+    """
+    if getattr(image, "format", None) not in ("JPEG", "MPO"):
+        return 1.0
+    (scaled_w, scaled_h), _ = preprocess.geometry(*full)
+    want = (scaled_w * DRAFT_MARGIN, scaled_h * DRAFT_MARGIN)
+    stored_w, stored_h = image.size  # type: ignore[attr-defined]
+    if (stored_w, stored_h) != full:  # the file holds the picture turned by 90 degrees
+        want = (want[1], want[0])
+    if stored_w < 2 * want[0] or stored_h < 2 * want[1]:
+        return 1.0
+    drafted = image.draft(None, want)  # type: ignore[attr-defined]
+    if drafted is None:
+        return 1.0
+    return float(drafted[1][2]) / stored_w
 
 
 def read_view(
@@ -305,11 +424,38 @@ def read_view(
     """Read the image at ``path`` and reduce it at once to ``preprocess``'s ``uint8`` view.
 
     Only the view ``(*preprocess.size, 3)`` outlives the call, so a batch holds views, never
-    full-resolution images. Raises ``ImageReadError`` as ``read_image`` does, and also when
-    preprocessing fails on the image.
+    full-resolution images. A JPEG much larger than the view is decoded at a reduced size
+    (``_draft``) and resized once (``Preprocess.view_of``);
+    grey images are resized as grey, 16-bit and float images converted to 8 bits strip by strip
+    (``_grey8``). The view is within about 1/255 (mean absolute difference) of
+    ``preprocess.view(read_image(path))``, and equal to it for images that are not drafted.
+    Raises ``ImageReadError`` as ``read_image`` does, and also when preprocessing fails on the
+    image.
     """
-    image = read_image(path, max_pixels=max_pixels, notes=notes)
-    try:
-        return preprocess.view(image)
-    except (ValueError, OSError, MemoryError) as error:
-        raise ImageReadError(path, f"cannot resize it to the model's view ({error})") from error
+    _checked_file(path)
+    with _decoding(path, max_pixels) as image_module:
+        from PIL import ImageOps
+
+        with image_module.open(path) as image:  # type: ignore[attr-defined]
+            _check_header(path, image.width, image.height, max_pixels)
+            orientation = image.getexif().get(0x0112)
+            full = (image.width, image.height)
+            if orientation in _SWAPPED:
+                full = (image.height, image.width)
+            reduction = _draft(image, preprocess, full)
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            mode = image.mode
+            if mode.startswith(_HIGH_BIT_DEPTH):
+                grey = _grey8(image, path, notes if notes is not None else [])
+                picture = image_module.fromarray(grey)  # type: ignore[attr-defined]
+            elif mode in ("L", "RGB"):
+                picture = image
+            else:
+                picture = image.convert("RGB")
+            try:
+                return preprocess.view_of(picture, full, reduction)
+            except (ValueError, OSError, MemoryError) as error:
+                raise ImageReadError(
+                    path, f"cannot resize it to the model's view ({error})"
+                ) from error

@@ -6,8 +6,10 @@ For each explained image ``NAME.ext`` (``NAME`` made unique within the run, see
 - ``NAME.input.png``: the image as the model saw it (resized/cropped);
 - ``NAME.<method>.png``: the overlay of each method (``gradcampp``, ``gradcam``), or with several
   targets ``NAME.<method>.<rank>-<class>.png``;
-- ``NAME.<method>.npy``: the raw float32 map at the model's input resolution, ``(H, W)``, or
-  ``(T, H, W)`` for ``T`` explained classes;
+- ``NAME.<method>.npy``: the raw map at the model's input resolution, ``(H, W)``, or
+  ``(T, H, W)`` for ``T`` explained classes: float16 values with a float32 scale per map by
+  default, plain float32 with ``map_dtype="float32"`` (``gradcampp.maps``; read either with
+  ``gradcampp.maps.load_map``);
 - ``NAME.json``: the input path (relative to the output directory), the top classes with
   probabilities, the explained classes (with both methods, each with the ``disagreement`` of its
   two maps, ``gradcampp.disagreement``) and the files written;
@@ -36,10 +38,11 @@ from typing import Any
 import numpy as np
 
 import gradcampp
-from gradcampp._files import write_atomically, write_text
+from gradcampp._files import write_text
 from gradcampp.disagreement import disagreement
 from gradcampp.explainers import GradCAM, GradCAMPP
 from gradcampp.images import ImageReadError, Preprocess, read_view, save_png
+from gradcampp.maps import DEFAULT_MAP_DTYPE, save_map
 from gradcampp.model_specs import LoadedModel, ModelSpecError
 from gradcampp.outputs import (
     add_to_manifest,
@@ -357,9 +360,9 @@ def method_disagreements(maps: dict[str, np.ndarray]) -> list[float | None] | No
     return [disagreement(a, b) for a, b in zip(maps["gradcampp"], maps["gradcam"], strict=True)]
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as a ``.npy`` file, atomically (``_files.write_atomically``)."""
-    write_atomically(path, lambda file: np.save(file, array))
+def save_npy(path: Path, array: np.ndarray, map_dtype: str = "float32") -> None:
+    """Write maps ``array`` as a ``.npy`` file, atomically (``gradcampp.maps.save_map``)."""
+    save_map(path, array, map_dtype)
 
 
 def write_image_results(
@@ -378,6 +381,7 @@ def write_image_results(
     note: str = "",
     overlays: bool = True,
     per_image_files: bool = True,
+    map_dtype: str = DEFAULT_MAP_DTYPE,
 ) -> ImageResults:
     """Write one image's files (module docstring), each atomically; return what was written.
 
@@ -390,6 +394,7 @@ def write_image_results(
         overlays: write the pictures (``NAME.input.png`` and the overlays); per_image_files:
             write ``NAME.<method>.npy`` and ``NAME.json`` (False: the caller stores the maps and
             the record elsewhere, e.g. in Parquet).
+        map_dtype: how ``NAME.<method>.npy`` stores the maps (``gradcampp.maps``).
 
     Raises:
         OSError: when a file cannot be written; the files of this image written so far are
@@ -427,7 +432,9 @@ def write_image_results(
         for method in methods:
             per_image = found.maps[method]  # (T, H, W)
             if per_image_files:
-                save_npy(claim(files[method]["map"]), per_image if several else per_image[0])
+                save_npy(
+                    claim(files[method]["map"]), per_image if several else per_image[0], map_dtype
+                )
             if not overlays:
                 continue
             for t, (png, c) in enumerate(
@@ -557,6 +564,7 @@ def explain_images(
     full_size: bool = False,
     resume: bool = False,
     report_sample: int | None = None,
+    map_dtype: str = DEFAULT_MAP_DTYPE,
 ) -> RunResult:
     """Explain ``paths`` with ``loaded`` in this process and write the files listed in the module
     docstring (the local engine, ``gradcampp.engines.local``, which chains the steps above).
@@ -583,6 +591,8 @@ def explain_images(
         full_size: Parquet maps at the input's resolution instead of the layer's.
         resume: explain only what a previous run into ``out_dir`` left undone.
         report_sample: keep the report to this many images (None: all).
+        map_dtype: how maps are stored: ``"float16"`` (with a float32 scale per map, half the
+            bytes) or ``"float32"`` (see ``gradcampp.maps``).
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
@@ -604,6 +614,7 @@ def explain_images(
         overlays=overlays,
         format=format,
         full_size=full_size,
+        map_dtype=map_dtype,
     )
     return run_local(
         loaded,

@@ -278,6 +278,7 @@ def explain_files(
     overlays: bool = True,
     format: str = "files",
     full_size: bool = False,
+    map_dtype: str = "float16",
     resume: bool = False,
     report_sample: int | None = None,
     progress: bool = True,
@@ -296,7 +297,8 @@ def explain_files(
             ``--gpus-per-worker`` (Ray only).
         methods, target, top_k, layer, batch_size, cmap, alpha: as the command line's options.
         overlays: False as ``--no-overlays``; format, full_size, resume, report_sample: as
-            ``--format``, ``--full-size``, ``--resume``, ``--report-sample``.
+            ``--format``, ``--full-size``, ``--resume``, ``--report-sample``; map_dtype: as
+            ``--map-dtype``.
         progress: show the progress bar.
         device: the torch device of the model.
         **model_options: ``weights``, ``allow_pickle``, ``classes``, ``size``, ``mean``, ``std``.
@@ -325,6 +327,7 @@ def explain_files(
         overlays=overlays,
         format=format,
         full_size=full_size,
+        map_dtype=map_dtype,
     )
     recipe = ModelRecipe(model, device=device, **model_options)
     ray_options: dict[str, Any] = {}

@@ -1,9 +1,10 @@
 """Pictures of explanations: colour maps, overlays and grids.
 
 Only NumPy is needed to import this module. Colour maps come from matplotlib (imported when first
-used; install it with ``pip install ".[viz]"`` in a gradcampp checkout). Every function accepts
-NumPy arrays, PyTorch tensors (any device) and TensorFlow tensors, images channels-first or
-channels-last.
+used; install it with ``pip install ".[viz]"`` in a gradcampp checkout), read once per name into a
+256-entry lookup table (``colormap_lut``): colouring a map is then one table lookup per pixel.
+Every function accepts NumPy arrays, PyTorch tensors (any device) and TensorFlow tensors, images
+channels-first or channels-last.
 
 An overlay blends a colour-mapped heatmap onto an image:
 
@@ -16,6 +17,7 @@ becomes all zeros), bicubically resized to the image's size when the two differ.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import numpy as np
 from gradcampp._xp import to_numpy
 from gradcampp.resize import resize
 
-__all__ = ["colorize", "normalize_map", "overlay", "plot_explanations", "to_rgb"]
+__all__ = ["colorize", "colormap_lut", "normalize_map", "overlay", "plot_explanations", "to_rgb"]
 
 _CHANNELS = (1, 3, 4)
 
@@ -110,18 +112,11 @@ def normalize_map(heatmap: Any, size: Sequence[int] | None = None) -> np.ndarray
     return (array - low) / (high - low)
 
 
-def colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
-    """Map values in ``[0, 1]`` ``(...)`` to float32 RGB ``(..., 3)`` with a matplotlib colour map.
+LUT_SIZE = 256
 
-    Args:
-        values: array of any shape; values are clipped to ``[0, 1]``.
-        cmap: a matplotlib colour map name. The default, ``"inferno"``, is perceptually uniform
-            and readable in grey and by colour-blind viewers (as are viridis, magma, plasma).
 
-    Raises:
-        ImportError: when matplotlib is not installed.
-        ValueError: for an unknown colour map name.
-    """
+@lru_cache(maxsize=32)
+def _lut(cmap: str) -> np.ndarray:
     try:
         import matplotlib
     except ImportError as error:  # pragma: no cover - exercised only without matplotlib
@@ -132,8 +127,54 @@ def colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
         colormap = matplotlib.colormaps[cmap]
     except KeyError as error:
         raise ValueError(f"unknown matplotlib colour map {cmap!r}") from error
-    clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    return np.asarray(np.asarray(colormap(clipped))[..., :3], dtype=np.float32)
+    if colormap.N == LUT_SIZE:  # its own entries: the colours matplotlib gives
+        entries = colormap(np.arange(LUT_SIZE))
+    else:  # the colour at the centre of each of the 256 bins
+        entries = colormap((np.arange(LUT_SIZE) + 0.5) / LUT_SIZE)
+    table = np.asarray(np.asarray(entries)[:, :3], dtype=np.float32)
+    table.setflags(write=False)
+    return table
+
+
+def colormap_lut(cmap: str = "inferno") -> np.ndarray:
+    """The colour map ``cmap`` as a read-only float32 RGB table ``(256, 3)``.
+
+    Value ``v`` in ``[0, 1]`` takes entry ``min(floor(256 v), 255)``, as matplotlib indexes its
+    own 256-entry maps (inferno, viridis, magma, plasma, ...): for those the table gives exactly
+    matplotlib's colours. A map with another number of entries is sampled at the 256 bin centres.
+    Built once per name (cached).
+
+    Raises:
+        ImportError: when matplotlib is not installed.
+        ValueError: for an unknown colour map name.
+    """
+    return _lut(str(cmap))
+
+
+def _lut_index(values: np.ndarray) -> np.ndarray:
+    """Values (clipped to ``[0, 1]``) -> table indices ``min(floor(256 v), 255)``, ``intp``."""
+    array = np.asarray(values)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    scaled = np.clip(array, 0.0, 1.0) * LUT_SIZE  # exact: a power of two
+    return np.minimum(scaled.astype(np.intp), LUT_SIZE - 1)
+
+
+def colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
+    """Map values in ``[0, 1]`` ``(...)`` to float32 RGB ``(...,  3)`` with a matplotlib colour map.
+
+    One lookup in ``colormap_lut(cmap)`` per value.
+
+    Args:
+        values: array of any shape; values are clipped to ``[0, 1]``.
+        cmap: a matplotlib colour map name. The default, ``"inferno"``, is perceptually uniform
+            and readable in grey and by colour-blind viewers (as are viridis, magma, plasma).
+
+    Raises:
+        ImportError: when matplotlib is not installed.
+        ValueError: for an unknown colour map name.
+    """
+    return np.take(colormap_lut(cmap), _lut_index(np.asarray(values)), axis=0)
 
 
 def overlay(image: Any, heatmap: Any, cmap: str = "inferno", alpha: float = 0.5) -> np.ndarray:

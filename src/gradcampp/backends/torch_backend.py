@@ -4,7 +4,8 @@ Cost: the forward pass runs under ``torch.no_grad()`` up to the explained layer;
 turns that layer's output into a fresh leaf tensor and switches gradient recording on, so that
 only the layers after it record a graph. The gradients are taken through that head with respect to
 the layer's output only (no parameter gradient is computed and no ``.grad`` is written), for all
-targets in one vectorised backward pass where the head allows it (``score_gradients``).
+targets in one vectorised backward pass or one pass per target, whichever was measured faster for
+this model and shape on this machine (``score_gradients``).
 
 The default layer is a feature map of the input or an error (see ``_probe``): channels-first maps,
 channels-last maps and transformer tokens on the patch grid are recognised by their shapes
@@ -22,7 +23,9 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -527,31 +530,95 @@ class TorchBackend:
         return maps.float(), torch.stack(per_target, dim=1).float()
 
     def _gradients(self, scores: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-        return score_gradients(scores, acts)
+        return score_gradients(scores, acts, self.model)
 
 
-#: On a CPU, the gradients of one sample through a dense head are matrix-vector products, one per
-#: target; MKL ran up to this many of them faster than the one matrix product of a batched call
-#: (VGG-16's classifier, one sample, 5 targets: 158 ms in a loop, 198 ms batched; 16 targets:
-#: batched faster). Batches of two or more samples, and GPUs, always take the batched call.
-CPU_SINGLE_SAMPLE_LOOP_MAX_TARGETS = 8
+#: Per model: ``{(activation shape, targets, device, dtype): "batched" or "loop"}``, measured once.
+_CHOICES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+_CHOICES_LOCK = threading.Lock()
+BACKWARD_PATHS = ("batched", "loop")
 
 
-def score_gradients(scores: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+def backward_choices(model: torch.nn.Module) -> dict[tuple[Any, ...], str]:
+    """The backward paths measured for ``model`` so far (a copy).
+
+    Keys are ``(activation shape, number of targets, device, dtype)``; values ``"batched"`` (one
+    vectorised pass, ``batched_gradients``) or ``"loop"`` (one pass per target,
+    ``per_target_gradients``).
+    """
+    with _CHOICES_LOCK:
+        return dict(_CHOICES.get(model, {}))
+
+
+def set_backward_choice(model: torch.nn.Module, key: tuple[Any, ...] | None, path: str) -> None:
+    """Fix the backward path of ``model`` for ``key`` (None: forget every choice of the model).
+
+    Raises:
+        ValueError: for a path other than ``"batched"`` or ``"loop"``.
+    """
+    if path not in BACKWARD_PATHS:
+        raise ValueError(f"path must be one of {BACKWARD_PATHS}, got {path!r}")
+    with _CHOICES_LOCK:
+        if key is None:
+            _CHOICES.pop(model, None)
+        else:
+            _CHOICES.setdefault(model, {})[key] = path
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":  # pragma: no cover - Apple GPUs only
+        torch.mps.synchronize()
+
+
+def _timed(run: Callable[[], torch.Tensor | None], device: torch.device) -> tuple[Any, float]:
+    _synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    _synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def _measure(scores: torch.Tensor, acts: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """Run both paths twice, alternately (batched, loop, batched, loop); the faster by its best
+    time, and its gradients. The graph is freed by the last pass."""
+    device = scores.device
+    batched, first = _timed(lambda: batched_gradients(scores, acts), device)
+    if batched is None:  # not vectorisable: the loop is the only path
+        return "loop", per_target_gradients(scores, acts)
+    _, loop_first = _timed(lambda: per_target_gradients(scores, acts, retain_graph=True), device)
+    _, second = _timed(lambda: batched_gradients(scores, acts), device)
+    looped, loop_second = _timed(lambda: per_target_gradients(scores, acts), device)
+    if min(first, second) <= min(loop_first, loop_second):
+        return "batched", batched
+    return "loop", looped
+
+
+def score_gradients(
+    scores: torch.Tensor, acts: torch.Tensor, model: torch.nn.Module | None = None
+) -> torch.Tensor:
     """Gradients of each of ``T`` scores with respect to the layer's output, float32.
 
     ``grads[:, t] = d(sum_i scores[i, t]) / dA``, which is sample ``i``'s own gradient for models
     that treat samples independently (any model in eval mode).
 
-    All ``T`` targets go through the head in one vectorised backward pass (``batched_gradients``)
-    when there are several, except for a single sample on a CPU with at most
-    ``CPU_SINGLE_SAMPLE_LOOP_MAX_TARGETS`` targets; when the head's backward pass cannot be
-    vectorised, one ``torch.autograd.grad`` call per target (``per_target_gradients``) gives the
-    same numbers.
+    Two paths give the same numbers (to float32 rounding): one vectorised backward pass for all
+    targets (``batched_gradients``: each weight read once, but one large matrix product) or one
+    pass per target (``per_target_gradients``: ``T`` matrix-vector products, which some CPUs run
+    faster for a single sample). Which one is faster depends on the machine, the head and the
+    shapes, so it is measured, as cuDNN's benchmark mode does: the first call for a ``model``,
+    activation shape, number of targets, device and dtype runs both paths twice and keeps the
+    faster (``backward_choices``); later calls with the same key run only that one, so they give
+    the same numbers as the first. Without ``model`` the batched path runs. A head whose backward
+    pass cannot be vectorised always takes the loop.
 
     Args:
         scores: ``(n, T)`` scores, differentiable in ``acts``.
         acts: the layer's output ``(n, K, *S)``, a leaf that requires grad.
+        model: the model the choice is remembered for (None: no measuring).
 
     Returns:
         gradients ``(n, T, K, *S)``, float32.
@@ -561,9 +628,21 @@ def score_gradients(scores: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """
     if not scores.requires_grad:
         raise ValueError("the explained score does not depend on the chosen layer")
-    n, n_targets = scores.shape
-    single_on_cpu = scores.device.type == "cpu" and n == 1
-    if n_targets > 1 and not (single_on_cpu and n_targets <= CPU_SINGLE_SAMPLE_LOOP_MAX_TARGETS):
+    n_targets = scores.shape[1]
+    if n_targets == 1:
+        return per_target_gradients(scores, acts)
+    if model is None:
+        grads = batched_gradients(scores, acts)
+        return grads if grads is not None else per_target_gradients(scores, acts)
+    key = (tuple(acts.shape), n_targets, str(acts.device), str(acts.dtype))
+    with _CHOICES_LOCK:
+        chosen = _CHOICES.get(model, {}).get(key)
+    if chosen is None:
+        chosen, grads = _measure(scores, acts)
+        with _CHOICES_LOCK:
+            _CHOICES.setdefault(model, {})[key] = chosen
+        return grads
+    if chosen == "batched":
         grads = batched_gradients(scores, acts)
         if grads is not None:
             return grads
@@ -611,12 +690,15 @@ def batched_gradients(scores: torch.Tensor, acts: torch.Tensor) -> torch.Tensor 
     return grad.float().transpose(0, 1)
 
 
-def per_target_gradients(scores: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+def per_target_gradients(
+    scores: torch.Tensor, acts: torch.Tensor, retain_graph: bool = False
+) -> torch.Tensor:
     """The gradients of the ``T`` scores, one ``torch.autograd.grad`` call per target.
 
     Args:
         scores: ``(n, T)`` scores, differentiable in ``acts``.
         acts: the layer's output ``(n, K, *S)``.
+        retain_graph: keep the graph after the last target (to run another path after it).
 
     Returns:
         gradients ``(n, T, K, *S)``, float32.
@@ -628,7 +710,10 @@ def per_target_gradients(scores: torch.Tensor, acts: torch.Tensor) -> torch.Tens
     grads = []
     for t in range(n_targets):
         (grad,) = torch.autograd.grad(
-            scores[:, t].sum(), acts, retain_graph=t < n_targets - 1, allow_unused=True
+            scores[:, t].sum(),
+            acts,
+            retain_graph=retain_graph or t < n_targets - 1,
+            allow_unused=True,
         )
         if grad is None:
             raise ValueError("the explained score does not depend on the chosen layer")

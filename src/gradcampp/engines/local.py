@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from gradcampp.engines.outputs import finish_run, plan_run
 from gradcampp.engines.parquet import part_path
+from gradcampp.engines.threads import chosen_threads
 from gradcampp.engines.work import ImageWork, Settings
 from gradcampp.images import ImageReadError
 from gradcampp.model_specs import LoadedModel
@@ -28,6 +30,7 @@ def run_local(
     title: str = "Grad-CAM++ explanations",
     notes: Callable[[Path], str] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> RunResult:
     """Explain ``paths`` with ``loaded`` in this process and write every output file.
 
@@ -43,6 +46,9 @@ def run_local(
         report_sample: keep the report to this many images (None: all).
         title: the report's title; notes: per input path, a text under its name in the report.
         progress: show a progress bar on stderr (only for more than 3 images).
+        threads: PyTorch threads for the run; None: measured (``gradcampp.engines.threads``:
+            one thread or PyTorch's default, whichever explains the first groups faster),
+            unless ``OMP_NUM_THREADS`` is set. PyTorch's own setting is restored at the end.
 
     Raises:
         ModelSpecError: bad layer, unsupported model, or a target outside the model's classes.
@@ -64,25 +70,28 @@ def run_local(
         if not pending:
             return
         part = part_path(out_dir, plan.run_id, groups) if settings.format == "parquet" else None
-        done = work.run(pending, out_dir, part)
+        with choice.group(len(pending)) if choice is not None else nullcontext():
+            done = work.run(pending, out_dir, part)
         records.extend(done.records)
         skipped.extend(done.skipped)
         bar.update(len(pending))
         pending.clear()
         groups += 1
 
-    try:
-        for path, view in read_views(todo, loaded.preprocess, remarks):
-            if isinstance(view, ImageReadError):
-                skipped.append((display_path(path), view.reason))
-                bar.update(1)
-                continue
-            pending.append((path, names[path], view))
-            if len(pending) == settings.batch_size:
-                flush()
-        flush()
-    finally:
-        bar.close()
+    torch_model = loaded.framework == "torch"
+    with chosen_threads(threads) if torch_model else nullcontext() as choice:
+        try:
+            for path, view in read_views(todo, loaded.preprocess, remarks):
+                if isinstance(view, ImageReadError):
+                    skipped.append((display_path(path), view.reason))
+                    bar.update(1)
+                    continue
+                pending.append((path, names[path], view))
+                if len(pending) == settings.batch_size:
+                    flush()
+            flush()
+        finally:
+            bar.close()
     result = finish_run(
         plan,
         out_dir,

@@ -20,8 +20,19 @@ Columns (one row per image):
   null where a map is constant), computed on the maps the overlays show.
 - ``map_shape`` (list<int32>): the shape of each map, ``[h, w]``, or ``[T, h, w]`` with
   ``--top-k``.
-- one column per method of the run, ``gradcampp`` and/or ``gradcam`` (list<float32>): the map,
-  row-major; ``map_of(row, method)`` gives it its shape.
+- one column per method of the run, ``gradcampp`` and/or ``gradcam``: the map, row-major. By
+  default (``--map-dtype float16``) it is list<float16> of the map divided by its scale, and a
+  column ``<method>_scale`` (list<float32>, one scale per map: ``T`` with ``--top-k``, else 1)
+  holds ``scale = max |map|``: the map is ``float32(values) * scale``, within ``2**-12`` of its
+  maximum (``gradcampp.maps``). With ``--map-dtype float32`` the column is list<float32> of the
+  map itself and there is no scale column. ``map_of(row, method)`` gives the float32 map in its
+  shape either way:
+
+      import pyarrow.parquet as pq
+      from gradcampp.engines.parquet import map_of
+
+      row = pq.read_table("out/explanations.parquet").to_pylist()[0]
+      small = map_of(row, "gradcampp")  # float32, shape row["map_shape"]
 
 A file dropped into the folder that is not a part file makes ``read_table`` on the folder fail
 (pyarrow reads every file whose name does not start with ``.`` or ``_``); ``read_dataset(out)``
@@ -44,6 +55,7 @@ import numpy as np
 
 from gradcampp._files import write_atomically
 from gradcampp.engines.work import Settings
+from gradcampp.maps import from_half, half_with_scale
 from gradcampp.out_folder import DATASET, is_temporary_name
 
 __all__ = ["DATASET", "map_of", "read_dataset", "read_records", "schema", "write_part"]
@@ -65,6 +77,19 @@ def _pyarrow() -> Any:
 def part_path(out_dir: Path, run_id: str, group: int) -> Path:
     """The part file of group ``group`` of run ``run_id``."""
     return out_dir / DATASET / f"part-{run_id}-{group:06d}.parquet"
+
+
+def scale_column(method: str) -> str:
+    """The column of ``method``'s per-map scales (float16 maps only)."""
+    return f"{method}_scale"
+
+
+def map_columns(settings: Settings) -> list[str]:
+    """The columns that hold maps: one per method, and its scales with float16 maps."""
+    columns = list(settings.methods)
+    if settings.map_dtype == "float16":
+        columns += [scale_column(method) for method in settings.methods]
+    return columns
 
 
 def compares(settings: Settings) -> bool:
@@ -93,7 +118,11 @@ def schema(settings: Settings) -> Any:
     ]
     if compares(settings):
         fields.append(("explained_disagreement", pa.list_(pa.float64())))
-    fields += [(method, pa.list_(pa.float32())) for method in settings.methods]
+    if settings.map_dtype == "float32":
+        fields += [(method, pa.list_(pa.float32())) for method in settings.methods]
+    else:
+        fields += [(method, pa.list_(pa.float16())) for method in settings.methods]
+        fields += [(scale_column(method), pa.list_(pa.float32())) for method in settings.methods]
     return pa.schema(fields)
 
 
@@ -127,7 +156,13 @@ def write_part(
         shape = first.shape if settings.top_k else first.shape[1:]
         values["map_shape"] = list(shape)
         for method in settings.methods:
-            values[method] = np.ascontiguousarray(maps[method], dtype=np.float32).ravel()
+            array = np.ascontiguousarray(maps[method], dtype=np.float32)  # (T, h, w)
+            if settings.map_dtype == "float32":
+                values[method] = array.ravel()
+            else:
+                half, scale = half_with_scale(array)
+                values[method] = half.ravel()
+                values[scale_column(method)] = scale.ravel()
         for key, value in values.items():
             columns[key].append(value)
     table = pa.table(columns, schema=schema(settings))
@@ -191,8 +226,14 @@ def read_dataset(out_dir: str | os.PathLike[str], columns: Sequence[str] | None 
 
 
 def map_of(row: dict[str, Any], method: str) -> np.ndarray:
-    """The ``method`` map of a row (a dict, e.g. from ``table.to_pylist()``), shaped as stored."""
-    return np.asarray(row[method], dtype=np.float32).reshape(row["map_shape"])
+    """The ``method`` map of a row (a dict, e.g. from ``table.to_pylist()``), float32, shaped as
+    stored: ``(h, w)``, or ``(T, h, w)`` with ``--top-k`` (float16 values times their scale)."""
+    shape = [int(n) for n in row["map_shape"]]
+    scales = row.get(scale_column(method))
+    if scales is None:
+        return np.asarray(row[method], dtype=np.float32).reshape(shape)
+    values = np.asarray(row[method], dtype=np.float16).reshape(-1, *shape[-2:])
+    return from_half(values, np.asarray(scales, dtype=np.float32)).reshape(shape)
 
 
 def read_part_records(part: Path, settings: Settings) -> list[dict[str, Any]]:
@@ -202,7 +243,8 @@ def read_part_records(part: Path, settings: Settings) -> list[dict[str, Any]]:
         OSError, pyarrow.ArrowException: when the file is not a part file of this schema.
     """
     pa = _pyarrow()
-    keep = [n for n in schema(settings).names if n not in settings.methods and n != "map_shape"]
+    leave_out = {*map_columns(settings), "map_shape"}
+    keep = [n for n in schema(settings).names if n not in leave_out]
     rows = pa.parquet.read_table(part, columns=keep).to_pylist()
     return [_record(row, settings) for row in rows]
 

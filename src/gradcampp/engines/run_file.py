@@ -57,6 +57,8 @@ def run_settings(loaded: LoadedModel, settings: Settings) -> dict[str, Any]:
     """The settings recorded in ``.gradcampp-run``: everything that decides an image's outputs."""
     values = asdict(settings)
     values.pop("batch_size")  # the maps do not depend on it
+    if settings.map_dtype == "float32":  # as recorded before maps could be stored in float16
+        values.pop("map_dtype")
     values["methods"] = list(settings.methods)
     pre = loaded.preprocess
     return {
@@ -195,7 +197,8 @@ def expected_files(name: str, settings: Settings, labels: Sequence[str]) -> dict
 
 def npy_problem(path: Path, spatial: Sequence[int], maps: int | None) -> str | None:
     """Why the map file ``path`` is not whole, or None: a regular ``.npy`` file of floats shaped
-    ``spatial`` (``maps`` None) or ``(maps, *spatial)``, exactly as long as its header says."""
+    ``spatial`` (``maps`` None) or ``(maps, *spatial)`` (plain, or float16 values with a scale
+    per map, ``gradcampp.maps``), exactly as long as its header says."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):  # checked before opening: a pipe would block
@@ -210,8 +213,13 @@ def npy_problem(path: Path, spatial: Sequence[int], maps: int | None) -> str | N
     except (OSError, ValueError) as error:
         return f"{path.name} is not a .npy file ({error})"
     expected = tuple(spatial) if maps is None else (maps, *spatial)
-    if dtype.kind != "f" or tuple(shape) != expected:
-        return f"{path.name} holds {dtype} {tuple(shape)}, not floats of shape {expected}"
+    if dtype.names == ("scale", "values"):  # float16 maps with their scales (gradcampp.maps)
+        whole = (*tuple(shape), *dtype["values"].shape)
+        floats = dtype["scale"].kind == "f" and dtype["values"].base.kind == "f"
+    else:
+        whole, floats = tuple(shape), dtype.kind == "f"
+    if not floats or whole != expected:
+        return f"{path.name} holds {dtype} {whole}, not floats of shape {expected}"
     if info.st_size != offset + int(np.prod(shape)) * dtype.itemsize:
         return f"{path.name} is truncated or padded ({info.st_size} bytes)"
     return None

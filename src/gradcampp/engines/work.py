@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcampp.maps import DEFAULT_MAP_DTYPE, check_map_dtype
 from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import display_path
 from gradcampp.pipeline import (
@@ -56,6 +57,8 @@ class Settings:
         format: ``"files"`` (a ``.npy`` and a ``.json`` per image) or ``"parquet"`` (rows of a
             Parquet dataset, see ``gradcampp.engines.parquet``).
         full_size: Parquet maps at the input's resolution instead of the layer's.
+        map_dtype: how maps are stored in ``.npy`` files and Parquet rows: ``"float16"`` values
+            with a float32 scale per map (half the bytes; ``gradcampp.maps``) or ``"float32"``.
     """
 
     methods: tuple[str, ...] = ("gradcampp",)
@@ -69,8 +72,10 @@ class Settings:
     overlays: bool = True
     format: str = "files"
     full_size: bool = False
+    map_dtype: str = DEFAULT_MAP_DTYPE
 
     def __post_init__(self) -> None:
+        check_map_dtype(self.map_dtype)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"methods must be among {sorted(METHODS)}, got {list(self.methods)}")
@@ -213,6 +218,7 @@ class ImageWork:
                     alpha=s.alpha,
                     overlays=s.overlays,
                     per_image_files=s.format == "files",
+                    map_dtype=s.map_dtype,
                 )
             except OSError as error:
                 reason = f"cannot write its results ({error.strerror or error})"
