@@ -548,6 +548,8 @@ class TorchBackend:
         if not captured:
             raise ValueError(f"the forward pass never reached layer {name!r}")
         acts = captured[-1]
+        if self._one_cell(tuple(acts.shape), x):
+            return acts
         if acts.ndim < 3 or acts.shape[0] != x.shape[0] or math.prod(acts.shape[2:]) <= 1:
             raise ValueError(
                 f"layer {name!r} outputs shape {tuple(acts.shape)}, which is not (N, C, *spatial) "
@@ -557,10 +559,36 @@ class TorchBackend:
             self._layout(tuple(acts.shape), x)  # a clear error before the backward pass
         return acts
 
+    def _one_cell(self, shape: tuple[int, ...], x: torch.Tensor) -> bool:
+        """Whether a layer the user named outputs a ``(N, C, 1, ...)`` map; warn if so.
+
+        Such a map (CIFAR-size inputs on ImageNet networks) is one value per channel: its
+        explanation is a constant map. The default layer is never one (``_probe``); a named one
+        is explained, with a warning that the map carries no location.
+        """
+        if (
+            self._layer is None
+            or self.reshape_transform is not None
+            or len(shape) != x.ndim
+            or shape[0] != x.shape[0]
+            or math.prod(shape[2:]) != 1
+        ):
+            return False
+        warnings.warn(
+            f"layer {self._names[self._layer]!r} outputs a 1 x 1 map {shape} for inputs of "
+            f"spatial shape {tuple(x.shape[2:])}: its explanation is one value spread over the "
+            "whole input and carries no location; choose an earlier layer with spatial extent",
+            UserWarning,
+            stacklevel=2,
+        )
+        return True
+
     def _layout(self, shape: tuple[int, ...], x: torch.Tensor) -> Layout:
         """How the explained layer's output of ``shape`` lies on the grid of inputs like ``x``."""
         spatial = tuple(x.shape[2:])
         key = tuple(x.shape[1:])
+        if self._layer is not None and len(shape) == x.ndim and math.prod(shape[2:]) == 1:
+            return Layout("channels_first", tuple(shape[2:]))  # a named 1 x 1 map (_one_cell)
         reading = read_layout(shape, spatial, self._hint(spatial))
         if reading.layout is None and not reading.ambiguous:
             if key not in self._references:  # a model that resizes its inputs (detection)
