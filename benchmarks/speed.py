@@ -6,13 +6,17 @@ round-robin so that changes of the machine's load hit every method alike:
 - ``inference``: a bare forward pass under ``torch.inference_mode()``;
 - ``GradCAMPP`` and ``GradCAM`` from this package;
 - ``GradCAMPlusPlus`` of pytorch-grad-cam and ``GradCAMpp`` of torch-cam (when installed);
+- ``dropin``: our ``gradcampp.pytorch_grad_cam.GradCAMPlusPlus``, called exactly as
+  pytorch-grad-cam's (its default, reproducing variant);
 
 for one target per image (the predicted class, passed as indices to every method) and for the
 top-5 classes of each image (ours: ``TopK(5)``; the peers explain one class per image and call,
-so they run five times). Times are medians over ``--repeats`` rounds after ``--warmup`` rounds,
-also given as a ratio to the inference time of the same run. Peak memory is measured with each
-method alone in a fresh process: ``VmHWM`` of ``/proc/self/status`` is reset after the model and
-inputs are loaded and read after the work (on CUDA: ``torch.cuda.max_memory_allocated``).
+so they run five times), and, for the two pytorch-grad-cam interfaces only, one target per
+image with ``aug_smooth=True`` (mode ``aug``: six augmented copies). Times are medians over
+``--repeats`` rounds after ``--warmup`` rounds, also given as a ratio to the inference time of
+the same run. Peak memory is measured with each method alone in a fresh process: ``VmHWM`` of
+``/proc/self/status`` is reset after the model and inputs are loaded and read after the work
+(on CUDA: ``torch.cuda.max_memory_allocated``).
 
 Usage (from the repository root; the package is imported from ``src/`` of this checkout)::
 
@@ -20,6 +24,8 @@ Usage (from the repository root; the package is imported from ``src/`` of this c
     python benchmarks/speed.py --quick              # ResNet-50, batch 8
     python benchmarks/speed.py --archs resnet50 --batches 8 32 --repeats 3
     python benchmarks/speed.py --device cuda --archs resnet50 --batches 64
+    python benchmarks/speed.py --quick --methods dropin pytorch-grad-cam --modes one aug \
+        --memory-batches --no-keras --out benchmarks/results/speed_dropin.md  # the drop-in
 
 The Markdown table is printed and written to ``benchmarks/results/speed.md`` (``--out``).
 
@@ -64,18 +70,24 @@ from gradcampp.targets import TopK  # noqa: E402
 
 ARCHS = ("resnet50", "vgg16", "mobilenet_v3_large", "efficientnet_b0")
 BATCHES = (1, 8, 32)
-MODES = ("one", "top5")
-METHODS = ("gradcampp", "gradcam", "pytorch-grad-cam", "torch-cam")
+MODES = ("one", "top5", "aug")
+DEFAULT_MODES = ("one", "top5")
+METHODS = ("gradcampp", "gradcam", "pytorch-grad-cam", "torch-cam", "dropin")
+DEFAULT_METHODS = ("gradcampp", "gradcam", "pytorch-grad-cam", "torch-cam")
+#: Methods with pytorch-grad-cam's interface, the only ones that offer ``aug_smooth``.
+AUG_METHODS = ("pytorch-grad-cam", "dropin")
 LABELS = {
     "inference": "inference (`torch.inference_mode`)",
     "gradcampp": "**ours** GradCAMPP",
     "gradcam": "**ours** GradCAM",
     "pytorch-grad-cam": "pytorch-grad-cam GradCAMPlusPlus",
     "torch-cam": "torch-cam GradCAMpp",
+    "dropin": "**ours** drop-in `gradcampp.pytorch_grad_cam.GradCAMPlusPlus`",
 }
 PEER_MODULES = {"pytorch-grad-cam": "pytorch_grad_cam", "torch-cam": "torchcam"}
 TOP_K = 5
 MIB = 1024 * 1024
+TARGET_LABELS = {"one": "1", "top5": f"top-{TOP_K}", "aug": "1, aug_smooth"}
 
 # Targets of the design (issue 16), checked in the summary table.
 ONE_TARGET_MAX = 1.05
@@ -129,16 +141,16 @@ def ours(explainer: type[GradCAM], case: Case, mode: str) -> Any:
     return cam.explain(case.x, case.classes if mode == "one" else TopK(TOP_K))
 
 
-def pytorch_grad_cam(case: Case, mode: str) -> Any:
-    from pytorch_grad_cam import GradCAMPlusPlus
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    columns = [case.classes] if mode == "one" else list(case.top.T)
+def pytorch_grad_cam(case: Case, mode: str, package: str = "pytorch_grad_cam") -> Any:
+    """pytorch-grad-cam's call, from ``package`` (``gradcampp.pytorch_grad_cam``: the drop-in)."""
+    cam_class = importlib.import_module(package).GradCAMPlusPlus
+    target_class = importlib.import_module(f"{package}.utils.model_targets").ClassifierOutputTarget
+    columns = list(case.top.T) if mode == "top5" else [case.classes]
     maps = []
-    with GradCAMPlusPlus(model=case.model, target_layers=[case.layer]) as cam:
+    with cam_class(model=case.model, target_layers=[case.layer]) as cam:
         for column in columns:  # one class per image and call: a forward and backward each
-            targets = [ClassifierOutputTarget(int(c)) for c in column]
-            maps.append(cam(input_tensor=case.x, targets=targets))
+            targets = [target_class(int(c)) for c in column]
+            maps.append(cam(input_tensor=case.x, targets=targets, aug_smooth=mode == "aug"))
     return maps
 
 
@@ -165,6 +177,8 @@ def work(method: str, case: Case, mode: str | None) -> Callable[[], Any]:
         return lambda: ours(GradCAM, case, mode)
     if method == "pytorch-grad-cam":
         return lambda: pytorch_grad_cam(case, mode)
+    if method == "dropin":
+        return lambda: pytorch_grad_cam(case, mode, "gradcampp.pytorch_grad_cam")
     if method == "torch-cam":
         return lambda: torch_cam(case, mode)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -367,7 +381,7 @@ def result_rows(
         memory_ratio = None
         if extra is not None and base_memory:
             memory_ratio = extra / base_memory
-        targets = "-" if mode is None else ("1" if mode == "one" else f"top-{TOP_K}")
+        targets = "-" if mode is None else TARGET_LABELS[mode]
         first = method == "inference"
         rows.append([
             arch if first else "", str(batch), f"`{layer_name}`" if first else "", targets,
@@ -401,11 +415,11 @@ def check_rows(
             checks.append((f"{name}, top-{TOP_K}: time / inference",
                            ratio((method, "top5"), base), "<=", TOP5_MAX))  # fmt: skip
     for mode in MODES:
-        peer, us = ("pytorch-grad-cam", mode), ("gradcampp", mode)
-        if peer in times and us in times:
-            label = "1 target" if mode == "one" else f"top-{TOP_K}"
-            checks.append((f"speed-up of ours GradCAMPP over pytorch-grad-cam, {label}",
-                           ratio(peer, us), ">=", PEER_SPEEDUP_MIN))  # fmt: skip
+        for ours, name in (("gradcampp", "ours GradCAMPP"), ("dropin", "the drop-in")):
+            peer, us = ("pytorch-grad-cam", mode), (ours, mode)
+            if peer in times and us in times:
+                checks.append((f"speed-up of {name} over pytorch-grad-cam, {TARGET_LABELS[mode]}",
+                               ratio(peer, us), ">=", PEER_SPEEDUP_MIN))  # fmt: skip
     base_memory = memory.get(base)
     if batch == 32 and base_memory:
         for method in ("gradcampp", "gradcam"):
@@ -480,9 +494,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     parser.add_argument("--cases", nargs="+", default=None, metavar="ARCH:BATCH",
                         help="ARCH:BATCH pairs instead of --archs x --batches")  # fmt: skip
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
-                        help="one: one target per image; top5: the 5 best per image")  # fmt: skip
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=MODES,
+                        help="one: one target per image; top5: the 5 best per image; aug: "
+                        "one target, aug_smooth=True (pytorch-grad-cam's interface)")  # fmt: skip
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--quick", action="store_true", help="ResNet-50, batch 8 only")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
@@ -527,7 +542,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [method for method in args.methods if _available(method)]
     missing = [method for method in args.methods if method not in methods]
     jobs: list[Job] = [("inference", None)]
-    jobs += [(method, mode) for mode in args.modes for method in methods]
+    jobs += [
+        (method, mode)
+        for mode in args.modes
+        for method in methods
+        if mode != "aug" or method in AUG_METHODS
+    ]
     command = "python benchmarks/speed.py" + "".join(
         " " + shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv)
     )
@@ -649,6 +669,10 @@ NOTES = [
     " sample on a CPU, where that is faster). pytorch-grad-cam explains one class per image and"
     " call: five forward and full backward passes. torch-cam: one forward pass with its graph"
     " kept and five gradient calls (`retain_graph=True`), its cheapest way.",
+    "- The drop-in (`gradcampp.pytorch_grad_cam.GradCAMPlusPlus`) is called exactly as"
+    " pytorch-grad-cam's `GradCAMPlusPlus` (same targets, a `with` block per call) and returns"
+    " the same maps (its default variant reproduces pytorch-grad-cam's numbers); `aug_smooth`:"
+    " both explain six augmented copies (flipped or not, brightness x 0.9, 1, 1.1).",
     "- Extra peak memory: each method runs alone in a fresh process; `VmHWM` (peak resident set)"
     " is reset through `/proc/self/clear_refs` after the model and inputs are loaded, and read"
     " after the call. 'x inference memory' divides by the extra peak of the inference pass.",

@@ -170,3 +170,30 @@ def test_win_percentage_counts_differences_within_the_tolerance_as_ties():
     assert win_percentage(o_a, o_b, tolerance=0) == pytest.approx(100 * 2 / 3)
     total = win_percentage(o_a, o_b, tolerance=0) + win_percentage(o_b, o_a, tolerance=0)
     assert total == pytest.approx(100)
+
+
+def test_a_keras_model_on_the_torch_backend_is_refused_not_run_as_a_module():
+    """On Keras's PyTorch backend a Keras model is also a ``torch.nn.Module``; the metrics (which
+    run PyTorch models channels-first) must refuse it rather than read its channels-last input
+    wrongly. ``KERAS_BACKEND`` is read at Keras's first import, hence the child process."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, torch, keras
+from gradcampp.metrics import explanation_confidence
+inputs = keras.Input((8, 8, 3))
+model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+assert isinstance(model, torch.nn.Module)
+try:
+    explanation_confidence(model, np.ones((1, 8, 8, 3), np.float32), np.ones((1, 8, 8)))
+except TypeError as error:
+    print(error)
+"""
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a Keras model (on any Keras backend) is not supported" in done.stdout

@@ -220,11 +220,6 @@ class _Unused(torch.nn.Module):
         (lambda m: GradCAMPP(m).explain(torch.full((1, 3, 8, 8), float("nan"))), ValueError, "NaN"),
         (lambda m: GradCAMPP(m).explain(torch.randn(2, 3, 8, 8), TopK(5)), ValueError, "TopK"),
         (
-            lambda m: GradCAMPP(m, conv_layer="pool").explain(torch.randn(1, 3, 8, 8)),
-            ValueError,
-            "spatial extent",
-        ),
-        (
             lambda m: GradCAMPP(m, conv_layer="fc").explain(torch.randn(1, 3, 8, 8)),
             ValueError,
             "spatial extent",

@@ -32,6 +32,10 @@ def constant_like(value: Any, like: Any, xp: Any, dtype: Any = None) -> Any:
         value = value.copy()
     if hasattr(xp, "constant_like"):
         return xp.constant_like(value, like, dtype)
+    if getattr(xp, "__name__", "").startswith("jax"):  # int64 is int32 unless x64 is enabled
+        import jax
+
+        return xp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype))
     return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gradcampp._xp import namespace
+import numpy as np
+
+from gradcampp._xp import constant_like, namespace
 from gradcampp.backends import backend_for
 from gradcampp.formulas import (
     VARIANTS,
@@ -16,9 +18,10 @@ from gradcampp.formulas import (
     class_activation_map,
     gradcam_weights,
     gradcampp_weights,
+    smooth_gradcampp_weights,
 )
 from gradcampp.resize import resize
-from gradcampp.targets import parse_targets
+from gradcampp.targets import PlanRecorder, parse_targets
 
 
 class GradCAM:
@@ -30,8 +33,8 @@ class GradCAM:
 
     Args:
         model: a ``torch.nn.Module`` taking ``(N, C, *S)`` inputs, or a Keras 3 ``keras.Model``
-            (TensorFlow backend) taking channels-last ``(N, *S, C)`` inputs; 1, 2 or 3 spatial
-            dimensions.
+            (on TensorFlow, JAX or PyTorch) taking channels-last ``(N, *S, C)`` inputs; 1, 2 or 3
+            spatial dimensions.
         output_layer: where the explained score is read: ``None`` for the model's output, or a
             layer (in the forms of ``conv_layer``) whose output replaces it, e.g. the logits
             before a softmax (xplique's ``-2``).
@@ -47,7 +50,10 @@ class GradCAM:
             at zero; ``"xplique"``: upsampled with TensorFlow's tabulated bicubic weights and not
             clipped, as xplique 2.0.2 does (small negative values occur), and on Keras models the
             default layer is xplique's (the last layer of ``model.layers`` with a ``filters``
-            attribute: a convolution, before its normalisation and activation).
+            attribute: a convolution, before its normalisation and activation);
+            ``"pytorch-grad-cam"``: upsampled with linear interpolation per axis (OpenCV's
+            bilinear resize, as pytorch-grad-cam 1.5.7 does; maps are not min-max scaled here,
+            ``gradcampp.pytorch_grad_cam`` does that).
         reshape_transform: PyTorch only: ``None`` (outputs are read as channels-first maps,
             channels-last maps or transformer tokens on the patch grid, whichever alone fits the
             input's shape) or a callable from the layer's output to ``(N, C, *S)``, applied to
@@ -70,7 +76,7 @@ class GradCAM:
         >>> maps = GradCAM(model).explain(images, labels)  # doctest: +SKIP
     """
 
-    _variants: tuple[str, ...] = ("paper", "xplique")
+    _variants: tuple[str, ...] = ("paper", "xplique", "pytorch-grad-cam")
 
     def __init__(
         self,
@@ -112,6 +118,19 @@ class GradCAM:
     def _weights(self, acts: Any, grads: Any) -> Any:
         return gradcam_weights(grads)
 
+    def _begin(self, n: int) -> Any:
+        """What one ``explain`` call of ``n`` samples needs in every chunk (kept out of ``self``,
+        so that calls in several threads do not share it); ``None`` here."""
+        return None
+
+    def _chunk_maps(
+        self, x: Any, plan: Any, start: int, stop: int, call: Any = None
+    ) -> tuple[Any, Any, Any]:
+        """Maps ``(n, T, *S')`` at the layer's resolution for inputs ``x`` (samples
+        ``start:stop``), with the activations and gradients they came from."""
+        acts, grads = self.backend.capture(x, plan, start, stop)
+        return class_activation_map(acts, self._weights(acts, grads)), acts, grads
+
     def explain(self, inputs: Any, targets: Any = None, *, upsample: bool = True) -> Any:
         """Explain ``targets`` for ``inputs``.
 
@@ -130,8 +149,9 @@ class GradCAM:
         Returns:
             float32 maps ``(N, *S)``, or ``(N, T, *S)`` for ``TopK``/``Classes`` targets, in the
             framework and on the device of ``inputs`` (NumPy for NumPy inputs). Keras models
-            always give a ``tf.Tensor``, with a trailing channel axis as xplique does:
-            ``(N, *S, 1)``, or ``(N, T, *S, 1)``. Never NaN or Inf; never negative except under
+            give a trailing channel axis as xplique does, ``(N, *S, 1)`` or ``(N, T, *S, 1)``: a
+            ``tf.Tensor`` on TensorFlow, a tensor of the backend (NumPy for NumPy inputs) on JAX
+            and PyTorch. Never NaN or Inf; never negative except under
             ``variant="xplique"``.
 
         Raises:
@@ -148,14 +168,19 @@ class GradCAM:
             targets = batch.targets
         n = batch.x.shape[0]
         plan = parse_targets(targets, n)
+        call = self._begin(n)
         chunks = []
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            acts, grads = self.backend.capture(batch.x[start:stop], plan, start, stop)
-            maps = class_activation_map(acts, self._weights(acts, grads))
+            maps, acts, grads = self._chunk_maps(batch.x[start:stop], plan, start, stop, call)
             xp = namespace(maps)
             if upsample:
-                maps = resize(maps, batch.spatial, kernel_table=self.variant == "xplique")
+                maps = resize(
+                    maps,
+                    batch.spatial,
+                    kernel_table=self.variant == "xplique",
+                    method="linear" if self.variant == "pytorch-grad-cam" else "cubic",
+                )
             _check_finite(maps, acts, grads, xp)
             if self.variant != "xplique":
                 maps = xp.maximum(maps, 0.0)  # bicubic overshoot below zero
@@ -229,12 +254,117 @@ class GradCAMPP(GradCAM):
               clipped; on Keras models xplique's default layer.
             - ``"authors"``: the paper authors' code: alpha divided per channel by its sum over
               the pixels with a positive gradient; upsampled as ``"paper"``.
+            - ``"pytorch-grad-cam"``: pytorch-grad-cam 1.5.7's formula, ``1e-6`` added to every
+              denominator of Eq. 19; upsampled with linear interpolation (OpenCV's bilinear).
+        smooth_samples: Smooth Grad-CAM++ (Omeiza et al. 2019) when ``> 0``: the gradients of
+            this many noisy copies of each input are averaged (their first, second and third
+            powers) before Eq. 19 is applied to the activations of the input itself (see
+            ``formulas.smooth_gradcampp_weights``); each copy costs one more forward and backward
+            pass. ``0`` (default): plain Grad-CAM++. ``variant="paper"`` only.
+        smooth_noise: the standard deviation of the Gaussian noise, as a fraction of each
+            input's range ``max(x) - min(x)`` (SmoothGrad's convention, Smilkov et al. 2017,
+            who found 10-20 % to work well); ``0`` gives Grad-CAM++'s maps.
+        seed: seeds the noise: sample ``i`` of a call draws its copies, one after the other, from
+            ``numpy.random.default_rng(numpy.random.SeedSequence(seed).spawn(N)[i])`` with
+            ``standard_normal(shape of one input, dtype=float32)``, so the maps do not depend on
+            ``batch_size``; ``None`` draws fresh noise on every call.
+
+    Raises:
+        ValueError: as ``GradCAM``, and for ``smooth_samples`` that is not a non-negative
+            integer, a ``smooth_noise`` that is negative or not finite, or smoothing with a
+            variant other than ``"paper"``.
 
     Examples:
         >>> maps = GradCAMPP(model).explain(images, labels)  # doctest: +SKIP
+        >>> smooth = GradCAMPP(model, smooth_samples=16, seed=0)  # doctest: +SKIP
     """
 
     _variants = VARIANTS
 
+    def __init__(
+        self,
+        model: Any,
+        output_layer: Any = None,
+        batch_size: int = 32,
+        operator: Any = None,
+        conv_layer: Any = None,
+        *,
+        variant: Variant = "paper",
+        reshape_transform: Callable[[Any], Any] | None = None,
+        smooth_samples: int = 0,
+        smooth_noise: float = 0.15,
+        seed: int | None = None,
+    ):
+        if (
+            isinstance(smooth_samples, bool)
+            or not isinstance(smooth_samples, int | np.integer)
+            or smooth_samples < 0
+        ):
+            raise ValueError(
+                f"smooth_samples must be a non-negative integer, got {smooth_samples!r}"
+            )
+        if (
+            isinstance(smooth_noise, bool)
+            or not isinstance(smooth_noise, int | float | np.floating | np.integer)
+            or not np.isfinite(smooth_noise)
+            or smooth_noise < 0
+        ):
+            raise ValueError(
+                f"smooth_noise must be a finite number >= 0 (a fraction of each input's range), "
+                f"got {smooth_noise!r}"
+            )
+        if smooth_samples and variant != "paper":
+            raise ValueError(
+                f"smooth_samples applies to variant='paper' only, got variant={variant!r}"
+            )
+        super().__init__(
+            model,
+            output_layer,
+            batch_size,
+            operator,
+            conv_layer,
+            variant=variant,
+            reshape_transform=reshape_transform,
+        )
+        self.smooth_samples = int(smooth_samples)
+        self.smooth_noise = float(smooth_noise)
+        self.seed = seed
+
     def _weights(self, acts: Any, grads: Any) -> Any:
         return gradcampp_weights(acts, grads, self.variant)
+
+    def _begin(self, n: int) -> list[np.random.Generator] | None:
+        """One noise stream per sample, drawn in order whatever the chunks (see ``seed``)."""
+        if not self.smooth_samples:
+            return None
+        return [np.random.default_rng(seed) for seed in np.random.SeedSequence(self.seed).spawn(n)]
+
+    def _chunk_maps(
+        self, x: Any, plan: Any, start: int, stop: int, call: Any = None
+    ) -> tuple[Any, Any, Any]:
+        if not self.smooth_samples:
+            return super()._chunk_maps(x, plan, start, stop)
+        xp = namespace(x)
+        recorder = PlanRecorder(plan)
+        acts, _ = self.backend.capture(x, recorder, start, stop)
+        fixed = recorder.fixed_plan(start, stop)  # the classes chosen on the clean input
+        axes = tuple(range(1, x.ndim))
+        spread = xp.max(x, axis=axes, keepdims=True) - xp.min(x, axis=axes, keepdims=True)
+        sigma = spread * self.smooth_noise
+        shape = tuple(x.shape[1:])
+        d1 = d2 = d3 = None
+        for _ in range(self.smooth_samples):
+            noise = np.stack(
+                [rng.standard_normal(shape, dtype=np.float32) for rng in call[start:stop]]
+            )
+            noisy = x + constant_like(noise, x, xp) * sigma
+            _, g = self.backend.capture(noisy, fixed, start, stop)
+            g2 = g * g
+            if d1 is None:
+                d1, d2, d3 = g, g2, g2 * g
+            else:
+                d1, d2, d3 = d1 + g, d2 + g2, d3 + g2 * g
+        count = float(self.smooth_samples)
+        d1, d2, d3 = d1 / count, d2 / count, d3 / count  # type: ignore[operator]
+        weights = smooth_gradcampp_weights(acts, d1, d2, d3)
+        return class_activation_map(acts, weights), acts, d1

@@ -370,7 +370,8 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
         raise ModelSpecError(f"calling {spec}() failed: {_first_line(error)}") from error
     _check_not_torchscript(model, spec)
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
+    # Keras first: on Keras's PyTorch backend a Keras model is a torch.nn.Module too
+    if torch is not None and isinstance(model, torch.nn.Module) and not _is_keras(model):
         if weights is not None:
             path = Path(weights)
             _load_state_dict(model, _read_state_dict(path), path)

@@ -67,7 +67,9 @@ def _from_factory(factory: Callable[[], Any], device: str) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
+    keras = sys.modules.get("keras")
+    is_keras = keras is not None and isinstance(model, keras.Model)  # a torch.nn.Module on torch
+    if torch is not None and isinstance(model, torch.nn.Module) and not is_keras:
         from gradcampp.model_specs import _finish_torch
 
         return LoadedModel(

@@ -29,6 +29,15 @@ Neighbours outside the input are dropped and the remaining weights renormalised 
 These are the semantics of ``tf.image.resize(..., method="bicubic")``; with ``kernel_table=True``
 the weights are also looked up, as TensorFlow does, in a table of the kernel at 1024 fractional
 offsets (the fraction rounded half-to-even), in float32 arithmetic.
+
+``method="linear"`` interpolates between two taps instead, with the same half-pixel centres and the
+samples outside the input replaced by the nearest edge sample:
+
+    out[o] = (1 - f) in[clip(floor(x))] + f in[clip(floor(x) + 1)],   f = x - floor(x),
+
+which is OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` and PyTorch's
+``interpolate(..., mode="bilinear", align_corners=False)`` without antialiasing, one axis at a
+time (the resize of pytorch-grad-cam).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,6 +58,10 @@ CHUNK = 1 << 18
 MIN_PIECE = 4096
 #: Axes with ``n_in * n_out`` up to this many matrix entries are resized by a matrix product.
 SMALL_MATRIX = 1 << 16
+
+#: ``"cubic"``: Keys' kernel, four taps; ``"linear"``: two taps, edges repeated.
+Method = Literal["cubic", "linear"]
+METHODS: tuple[str, ...] = ("cubic", "linear")
 
 
 def keys_kernel(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
@@ -146,28 +159,75 @@ def cubic_taps(
     return first, weights.astype(np.float64, copy=False)
 
 
-def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any:
-    """Bicubic resize of the trailing ``len(size)`` axes of ``maps`` to ``size``.
+def linear_taps(
+    n_in: int, n_out: int, start: int = 0, stop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two taps of output samples ``start:stop`` of a 1-d linear resize, ``n_in`` -> ``n_out``.
 
-    Along each axis, ``out[o] = sum_j w_j(o) in[clip(first(o) + j)]`` (see ``cubic_taps``): one
-    gather of four-sample windows and a weighted sum, linear in the output's size.
+    Output sample ``o`` reads position ``x = (o + 0.5) n_in / n_out - 0.5`` and is
+    ``(1 - f) input[clip(first[o])] + f input[clip(first[o] + 1)]`` with ``first[o] = floor(x)``,
+    ``f = x - floor(x)`` and indices clipped to ``0 .. n_in - 1`` (edge samples repeated).
+
+    Args:
+        n_in: input length (>= 1).
+        n_out: output length (>= 1).
+        start: the first output sample wanted (default 0).
+        stop: one past the last output sample wanted (default: ``n_out``).
+
+    Returns:
+        ``first``: int64 ``(m,)`` (may be ``-1`` or ``n_in - 1``: the clipped tap repeats the
+        edge); ``weights``: float64 ``(2, m)``, each column summing to one.
+
+    Raises:
+        ValueError: for a length below 1.
+    """
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"resize lengths must be >= 1, got {n_in} -> {n_out}")
+    pos = (np.arange(start, n_out if stop is None else stop) + 0.5) * (n_in / n_out) - 0.5
+    base = np.floor(pos)
+    fraction = pos - base
+    return base.astype(np.int64), np.stack([1.0 - fraction, fraction])
+
+
+def _taps(
+    method: str, n_in: int, n_out: int, kernel_table: bool, start: int = 0, stop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    if method == "linear":
+        return linear_taps(n_in, n_out, start, stop)
+    first, weights = cubic_taps(n_in, n_out, kernel_table, start, stop)
+    return first, weights
+
+
+def resize(
+    maps: Any, size: Sequence[int], *, kernel_table: bool = False, method: Method = "cubic"
+) -> Any:
+    """Bicubic (or linear) resize of the trailing ``len(size)`` axes of ``maps`` to ``size``.
+
+    Along each axis, ``out[o] = sum_j w_j(o) in[clip(first(o) + j)]`` (see ``cubic_taps`` and
+    ``linear_taps``): one gather of windows of taps and a weighted sum, linear in the output's
+    size.
 
     Args:
         maps: array ``(..., *S_in)`` of any array-API namespace, floating point.
         size: the output spatial shape ``S_out``, one length per resized axis.
-        kernel_table: use TensorFlow's 1024-entry weight table (see the module docstring).
+        kernel_table: use TensorFlow's 1024-entry weight table (see the module docstring);
+            cubic only.
+        method: ``"cubic"`` (Keys' kernel, four taps) or ``"linear"`` (two taps, OpenCV's and
+            PyTorch's bilinear without antialiasing, applied per axis).
 
     Returns:
         array ``(..., *S_out)`` in the namespace, dtype and device of ``maps``.
 
     Raises:
-        ValueError: when ``size`` has more axes than ``maps``.
+        ValueError: when ``size`` has more axes than ``maps``, or for an unknown ``method``.
 
     Examples:
         >>> import numpy as np
         >>> resize(np.eye(2, dtype=np.float32), (4, 4)).shape
         (4, 4)
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     xp = namespace(maps)
     size = tuple(int(s) for s in size)
     first_axis = maps.ndim - len(size)
@@ -178,24 +238,26 @@ def resize(maps: Any, size: Sequence[int], *, kernel_table: bool = False) -> Any
         if n_in == n_out:
             continue
         if n_in * n_out <= SMALL_MATRIX:
-            maps = _resize_axis_small(maps, axis, n_out, kernel_table, xp)
+            maps = _resize_axis_small(maps, axis, n_out, kernel_table, xp, method)
         else:
-            maps = _resize_axis(maps, axis, n_out, kernel_table, xp)
+            maps = _resize_axis(maps, axis, n_out, kernel_table, xp, method)
     return maps
 
 
 @lru_cache(maxsize=16)
-def _small_matrix(n_in: int, n_out: int, kernel_table: bool) -> np.ndarray:
+def _small_matrix(n_in: int, n_out: int, kernel_table: bool, method: str = "cubic") -> np.ndarray:
     """The ``(n_in, n_out)`` matrix of one axis's taps (``n_in * n_out <= SMALL_MATRIX``)."""
-    first, weights = cubic_taps(n_in, n_out, kernel_table)
+    first, weights = _taps(method, n_in, n_out, kernel_table)
     matrix = np.zeros((n_in, n_out))
-    index = np.clip(first + np.arange(4)[:, None], 0, n_in - 1)
+    index = np.clip(first + np.arange(weights.shape[0])[:, None], 0, n_in - 1)
     np.add.at(matrix, (index, np.broadcast_to(np.arange(n_out), index.shape)), weights)
     matrix.flags.writeable = False
     return matrix
 
 
-def _resize_axis_small(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) -> Any:
+def _resize_axis_small(
+    maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any, method: str = "cubic"
+) -> Any:
     """``maps`` resized along a short ``axis`` by one product of two matrices.
 
     For the few input samples of a layer's map (7, 14, ...), multiplying ``(rest, n_in)`` by the
@@ -206,17 +268,20 @@ def _resize_axis_small(maps: Any, axis: int, n_out: int, kernel_table: bool, xp:
     n_in = maps.shape[axis]
     moved = xp.moveaxis(maps, axis, -1)
     rest = moved.shape[:-1]
-    matrix = constant_like(_small_matrix(n_in, n_out, kernel_table), maps, xp)
+    matrix = constant_like(_small_matrix(n_in, n_out, kernel_table, method), maps, xp)
     product = xp.matmul(xp.reshape(moved, (-1, n_in)), matrix)
     return xp.moveaxis(xp.reshape(product, (*rest, n_out)), -1, axis)
 
 
-def _resize_axis(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) -> Any:
-    """``maps`` resized along ``axis`` to ``n_out`` samples, by gathering four-sample windows.
+def _resize_axis(
+    maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any, method: str = "cubic"
+) -> Any:
+    """``maps`` resized along ``axis`` to ``n_out`` samples, by gathering windows of taps.
 
-    The input, padded by two edge samples on each side, is laid out as overlapping windows of four
-    samples, ``U[..., i, j, ...] = padded[..., i + j, ...]``; output sample ``o`` then takes window
-    ``first(o) + 2`` (one gather) and sums it against its four weights.
+    The input, padded by two edge samples on each side, is laid out as overlapping windows of
+    ``T`` samples (four for cubic, two for linear), ``U[..., i, j, ...] = padded[..., i + j, ...]``;
+    output sample ``o`` then takes window ``first(o) + 2`` (one gather) and sums it against its
+    ``T`` weights.
 
     Long axes are resized in pieces of about ``CHUNK`` values (at least ``MIN_PIECE`` samples
     along the axis): every temporary array then stays small and is reused from the allocator's
@@ -230,16 +295,17 @@ def _resize_axis(maps: Any, axis: int, n_out: int, kernel_table: bool, xp: Any) 
     padded = xp.concat(
         [along(0, 1), along(0, 1), maps, along(-1, None), along(-1, None)], axis=axis
     )
+    n_taps = 2 if method == "linear" else 4
     windows = xp.stack(
-        [padded[(slice(None),) * axis + (slice(j, j + n_in + 1),)] for j in range(4)],
+        [padded[(slice(None),) * axis + (slice(j, j + n_in + 5 - n_taps),)] for j in range(n_taps)],
         axis=axis + 1,
-    )  # (..., n_in + 1, 4, ...)
+    )  # (..., n_in + 5 - T, T, ...)
     step = max(MIN_PIECE, CHUNK // max(math.prod(maps.shape) // n_in, 1))
     shape = [1] * (maps.ndim + 1)
     pieces = []
     for start in range(0, n_out, step):
-        first, weights = cubic_taps(n_in, n_out, kernel_table, start, min(start + step, n_out))
-        shape[axis], shape[axis + 1] = first.shape[0], 4
+        first, weights = _taps(method, n_in, n_out, kernel_table, start, min(start + step, n_out))
+        shape[axis], shape[axis + 1] = first.shape[0], n_taps
         index = constant_like(first + 2, maps, xp, xp.int64)
         weight = xp.reshape(constant_like(weights.T, maps, xp), tuple(shape))
         pieces.append(xp.sum(take(windows, index, axis, xp) * weight, axis=axis + 1))

@@ -11,7 +11,12 @@
 - ``TopK(k)``: the ``k`` highest-scoring classes of each sample;
 - ``Classes(indices)``: several given classes per sample, ``(N, T)`` (or ``(T,)`` for all);
 - ``SegmentationTarget(c)``, ``DetectionTarget(c, box)``: a class over a region of a dense output,
-  the detected box of a class that best matches a given box (``gradcampp.dense_targets``).
+  the detected box of a class that best matches a given box (``gradcampp.dense_targets``);
+- a list of ``N`` target objects, one per sample, each called on that sample's output alone and
+  returning its scalar score: pytorch-grad-cam's convention (``ClassifierOutputTarget(281)`` and
+  the others of ``gradcampp.pytorch_grad_cam.utils.model_targets``, or any such callable). Sample
+  ``i``'s output is ``outputs[i]`` of the model's output tensor (its class scores, see below) or
+  of a list of per-image outputs (torchvision detection).
 
 Class scores are read from the model's output tensor, a Hugging Face ``ModelOutput``'s ``.logits``
 or a dict's ``"out"`` (torchvision segmentation). On dense outputs ``(N, K, *S)`` a class index
@@ -25,6 +30,7 @@ be one-hot rows or several classes per sample, so the caller says which.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from gradcampp._xp import constant_like, namespace, to_numpy
+from gradcampp.backends.base import describe
 from gradcampp.dense_targets import (
     DetectionTarget,
     SegmentationTarget,
@@ -43,6 +50,7 @@ from gradcampp.dense_targets import (
 __all__ = [
     "Classes",
     "DetectionTarget",
+    "PlanRecorder",
     "SegmentationTarget",
     "TargetPlan",
     "TopK",
@@ -113,7 +121,9 @@ class TargetPlan:
     """A parsed ``targets`` argument for ``n`` samples.
 
     Exactly one of ``indices`` ``(n, T)``, ``weights`` ``(n, K)``, ``top_k`` or ``score_fn`` is
-    set; ``top_k = 1`` alone means "the predicted class".
+    set; ``top_k = 1`` alone means "the predicted class". ``per_sample`` (``n`` callables on one
+    sample's output each) comes with ``score_fn`` set to their whole-batch equivalent, so that a
+    backend that tells callables from class targets by ``score_fn`` treats it as one.
     """
 
     n: int
@@ -122,6 +132,7 @@ class TargetPlan:
     weights: np.ndarray | None = None
     top_k: int | None = None
     score_fn: Callable[[Any], Any] | None = None
+    per_sample: tuple[Callable[[Any], Any], ...] | None = None
 
     @property
     def n_targets(self) -> int:
@@ -132,7 +143,7 @@ class TargetPlan:
 
     def check_outputs(self, outputs: Any) -> None:
         """Check that class-based targets fit the model's outputs; raise a clear error if not."""
-        if self.score_fn is not None:
+        if self.score_fn is not None or self.per_sample is not None:
             return
         outputs = class_scores(outputs)
         shape = tuple(getattr(outputs, "shape", ()))
@@ -166,6 +177,8 @@ class TargetPlan:
 
         ``stop`` None means up to the last sample (a traced graph, whose batch size is symbolic).
         """
+        if self.per_sample is not None:
+            return _per_sample_scores(self.per_sample[start:stop], outputs)
         if self.score_fn is not None:
             count = outputs.shape[0] - start if stop is None else stop - start
             return _callable_scores(self.score_fn, outputs, count)
@@ -196,6 +209,39 @@ class TargetPlan:
         return xp.stack([dense_class_scores(outputs, row) for row in rows], axis=1)
 
 
+def _per_sample_scores(targets: tuple[Callable[[Any], Any], ...], outputs: Any) -> Any:
+    """Scores ``(n, 1)``: target ``i`` called on sample ``i``'s output, as pytorch-grad-cam does."""
+    samples = outputs if isinstance(outputs, list | tuple) else class_scores(outputs)
+    count = len(samples) if isinstance(samples, list | tuple) else samples.shape[0]
+    if count != len(targets):
+        raise ValueError(
+            f"the model returned outputs for {count} samples, but {len(targets)} target objects "
+            "were given for them; give one per input"
+        )
+    scores = []
+    for i, target in enumerate(targets):
+        score = target(samples[i])
+        shape = getattr(score, "shape", None)
+        if shape is None or math.prod(tuple(shape)) != 1:
+            raise ValueError(
+                f"target object {i} ({type(target).__name__}) must return one score for its "
+                f"sample (a tensor with one element), got {describe(score)}"
+            )
+        scores.append(score)
+    xp = namespace(*scores)
+    return xp.reshape(xp.concat([xp.reshape(score, (1,)) for score in scores]), (-1, 1))
+
+
+@dataclass(frozen=True)
+class _PerSampleScores:
+    """Target objects as one callable ``outputs -> (N,)`` on a whole batch's outputs."""
+
+    targets: tuple[Callable[[Any], Any], ...]
+
+    def __call__(self, outputs: Any) -> Any:
+        return _per_sample_scores(self.targets, outputs)[:, 0]
+
+
 def _callable_scores(score_fn: Callable[[Any], Any], outputs: Any, n: int) -> Any:
     scores = score_fn(outputs)
     shape = tuple(getattr(scores, "shape", ()))
@@ -205,6 +251,65 @@ def _callable_scores(score_fn: Callable[[Any], Any], outputs: Any, n: int) -> An
             f"{type(scores).__name__} of shape {shape}"
         )
     return scores[:, None]
+
+
+class PlanRecorder:
+    """A ``TargetPlan`` that keeps what the model gave it: the outputs and the classes chosen.
+
+    Handed to a backend's ``capture`` in place of ``plan``; afterwards ``outputs`` holds the
+    model's outputs of the latest call (detached) and ``fixed_plan`` gives the same targets with
+    ``None``/``TopK`` replaced by the classes chosen on those outputs, to score other inputs
+    (noisy or augmented copies) for the same classes.
+    """
+
+    def __init__(self, plan: TargetPlan):
+        self.plan = plan
+        self.outputs: Any = None
+        self._chosen: np.ndarray | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.plan, name)
+
+    def check_outputs(self, outputs: Any) -> None:
+        self.plan.check_outputs(outputs)
+
+    def scores(self, outputs: Any, start: int, stop: int | None) -> Any:
+        self.outputs = _detached(outputs)
+        scores = self.plan.scores(outputs, start, stop)
+        if self.plan.top_k is not None:
+            values = class_scores(outputs)
+            xp = namespace(values)
+            order = xp.argsort(values, axis=1, descending=True, stable=True)
+            self._chosen = to_numpy(order[:, : self.plan.top_k]).astype(np.int64)
+        return scores
+
+    def fixed_plan(self, start: int, stop: int) -> TargetPlan:
+        """The plan with the classes chosen for samples ``start:stop`` in place of ``TopK``."""
+        if self.plan.top_k is None:
+            return self.plan
+        if self._chosen is None:
+            raise RuntimeError("fixed_plan() needs a scores() call first")
+        indices = np.zeros((stop, self._chosen.shape[1]), dtype=np.int64)
+        indices[start:stop] = self._chosen
+        return TargetPlan(stop, multi=self.plan.multi, indices=indices)
+
+
+def _detached(outputs: Any) -> Any:
+    if hasattr(outputs, "detach"):
+        return outputs.detach()
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(_detached(value) for value in outputs)
+    if isinstance(outputs, dict):
+        return {key: _detached(value) for key, value in outputs.items()}
+    return outputs
+
+
+#: What ``targets`` may be, for error messages.
+ACCEPTED = (
+    "None, an int, class indices (N,), one-hot rows (N, n_classes), a callable outputs -> (N,) "
+    "scores, TopK(k), Classes(indices), or a list of N target objects called on one sample's "
+    "output each (as pytorch-grad-cam's ClassifierOutputTarget)"
+)
 
 
 def parse_targets(targets: Any, n: int) -> TargetPlan:
@@ -234,6 +339,21 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
         return TargetPlan(n, multi=True, top_k=int(targets.k))
     if callable(targets):
         return TargetPlan(n, multi=False, score_fn=targets)
+    if isinstance(targets, list | tuple) and any(callable(item) for item in targets):
+        if not all(callable(item) for item in targets):
+            odd = next(item for item in targets if not callable(item))
+            raise TypeError(
+                "a list of targets must hold target objects (callables on one sample's output) "
+                f"only, got a {type(odd).__name__} among them; targets may be {ACCEPTED}"
+            )
+        if len(targets) != n:
+            raise ValueError(
+                f"targets holds {len(targets)} target objects for {n} inputs; give one per input"
+            )
+        per_sample = tuple(targets)
+        return TargetPlan(
+            n, multi=False, score_fn=_PerSampleScores(per_sample), per_sample=per_sample
+        )
     if isinstance(targets, Classes):
         indices = _class_indices(targets.indices, "Classes(indices)")
         if indices.ndim == 1:
@@ -253,7 +373,12 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
             )
         indices = _class_indices(np.full((n, 1), int(targets)), "targets")
         return TargetPlan(n, multi=False, indices=indices)
-    array = to_numpy(targets)
+    try:
+        array = to_numpy(targets)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"targets may be {ACCEPTED}; got {type(targets).__name__}") from error
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise TypeError(f"targets may be {ACCEPTED}; got {_kinds(targets)}")
     if array.ndim == 1:
         if not np.issubdtype(array.dtype, np.integer):
             raise TypeError(
@@ -273,10 +398,15 @@ def parse_targets(targets: Any, n: int) -> TargetPlan:
         if not np.isfinite(array).all():
             raise ValueError("target weights must be finite, got NaN or Inf")
         return TargetPlan(n, multi=False, weights=array)
-    raise ValueError(
-        "targets must be None, an int, class indices (N,), one-hot rows (N, n_classes), a "
-        f"callable, TopK(k) or Classes(indices); got an array of shape {array.shape}"
-    )
+    raise ValueError(f"targets may be {ACCEPTED}; got an array of shape {array.shape}")
+
+
+def _kinds(targets: Any) -> str:
+    """What ``targets`` holds, for messages: its type, and its items' types for a sequence."""
+    if isinstance(targets, list | tuple | np.ndarray) and len(targets):
+        kinds = sorted({type(item).__name__ for item in np.asarray(targets, dtype=object).flat})
+        return f"a {type(targets).__name__} of {', '.join(kinds)}"
+    return describe(targets)
 
 
 def _check_length(array: np.ndarray, n: int) -> None:

@@ -1,4 +1,4 @@
-"""Keras 3 backend (TensorFlow): find the layer, run the model once, return A and dY/dA.
+"""Keras 3 on TensorFlow: find the layer, run the model once, return A and dY/dA.
 
 Cost: one forward pass, compiled with ``tf.function`` once per input shape and kind of target. The
 explained layer's ``call`` is wrapped while the function is traced (and only then) so that its
@@ -9,8 +9,8 @@ only; no weight gradient is computed. Activations and gradients are returned cha
 that ``gradcampp.formulas`` serves PyTorch and Keras alike.
 
 Targets given as a callable run eagerly (the callable may hold Python that does not trace), with
-the same wrapping for the length of the call. Finding the default layer wraps every layer for one
-eager pass over a single sample, once per input shape.
+the same wrapping for the length of the call. Finding the default layer wraps every layer and
+operation for one eager pass over a single sample, once per input shape (``keras_graph``).
 
 The model is left exactly as found: the wrapped ``call`` attributes are removed again (or the
 instance's own ones put back) in a ``finally`` block, also when the forward pass, the score or the
@@ -21,122 +21,34 @@ explanations in several threads neither see nor disturb each other.
 
 from __future__ import annotations
 
-import math
-import threading
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from gradcampp.backends.base import Batch, describe, unknown_layer
+from gradcampp.backends.base import Batch, describe
+from gradcampp.backends.keras_graph import (
+    KerasBase,
+    LayerRef,
+    check_shape,
+    recording,
+)
 from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
 
-LayerRef: TypeAlias = str | int | keras.layers.Layer | None
+__all__ = ["KerasBackend", "LayerRef", "recording"]
 
 #: Checks only what every class-based target needs: outputs of shape (N, n_classes).
 _CLASS_OUTPUTS = TargetPlan(0, multi=False, top_k=1)
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer inside ``model``, nested models and their layers included, parents first."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def _call_attribute(layer: keras.layers.Layer) -> str:
-    """The method that ``Layer.__call__`` runs: ``quantized_call`` for quantized layers."""
-    policy = getattr(layer, "dtype_policy", None)
-    return "quantized_call" if getattr(policy, "quantization_mode", None) else "call"
-
-
-@contextmanager
-def recording(
-    layers: Iterable[keras.layers.Layer], record: Callable[[keras.layers.Layer, Any], None]
-) -> Iterator[None]:
-    """Within the body, every call of each layer in ``layers`` reports ``record(layer, output)``.
-
-    Each layer's ``call`` is shadowed by an instance attribute for the length of the body; on exit
-    (normal or by an exception) the attribute is deleted again, or the instance's own attribute
-    restored when it had one, so the layers are exactly as before. Only calls made by the thread
-    that entered the body are reported; callers hold the model's lock around it.
-    """
-    patched: list[tuple[keras.layers.Layer, str, bool, Any]] = []
-    owner = threading.get_ident()
-
-    def wrap(layer: keras.layers.Layer, call: Callable[..., Any]) -> Callable[..., Any]:
-        def recorded_call(*args: Any, **kwargs: Any) -> Any:
-            output = call(*args, **kwargs)
-            if threading.get_ident() == owner:
-                record(layer, output)
-            return output
-
-        return recorded_call
-
-    try:
-        for layer in dict.fromkeys(layers):  # each layer once, in order
-            name = _call_attribute(layer)
-            own = name in vars(layer)
-            own_value = vars(layer).get(name)
-            object.__setattr__(layer, name, wrap(layer, getattr(layer, name)))
-            patched.append((layer, name, own, own_value))
-        yield
-    finally:
-        for layer, name, own, value in reversed(patched):
-            if own:
-                object.__setattr__(layer, name, value)
-            else:
-                object.__delattr__(layer, name)
-
-
-def _spatial_extent(value: Any, rank: int) -> bool:
-    """Whether ``value`` is a channels-last tensor ``(N, *S, C)`` of rank ``rank``, prod(S) > 1."""
-    if not isinstance(value, tf.Tensor) or value.shape.rank != rank:
-        return False
-    spatial = value.shape[1:-1]
-    return None in spatial or math.prod(spatial) > 1
-
-
-def _softmax_at(layer: Any) -> bool:
-    """Whether ``layer`` (or the last layer of a functional model) ends in a softmax."""
-    if isinstance(layer, keras.Model):
-        try:
-            layer.outputs  # noqa: B018 (functional and Sequential models only)
-        except (AttributeError, ValueError):
-            return False
-        return bool(layer.layers) and _softmax_at(layer.layers[-1])
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return getattr(getattr(layer, "activation", None), "__name__", None) == "softmax"
-
-
-class KerasBackend:
+class KerasBackend(KerasBase):
     """Activations and gradients of one layer of a Keras 3 model on the TensorFlow backend.
 
-    Args:
-        model: a ``keras.Model`` (functional, Sequential or subclassed, possibly holding nested
-            models) mapping channels-last inputs ``(N, *S, C)`` to its outputs.
-        conv_layer: the explained layer: ``None`` (the last layer, nested ones included, whose
-            output ``(N, *S', K)`` has spatial extent, found by probing one forward pass), a
-            layer name (searched in nested models too), an index into ``model.layers``, or the
-            layer itself.
-        output_layer: ``None`` (scores read from the model's output) or a layer (same forms)
-            whose output is used instead, e.g. the logits before a softmax.
-        default: how the layer is chosen when ``conv_layer`` is ``None``: ``"probe"`` (above)
-            or ``"xplique"``: the last layer of ``model.layers`` with a ``filters`` attribute,
-            as xplique 2.0.2 chooses.
-
-    Warns:
-        UserWarning: once, when the scores are read after a softmax (gradients of probabilities
-            mix in every other class); name the layer before it as ``output_layer``.
-
-    Raises:
-        TypeError: for a Keras model on another backend than TensorFlow, or a layer of the wrong
-            type.
-        ValueError: for a layer that is not in the model.
+    Arguments as ``keras_graph.KerasBase``: the model, ``conv_layer`` (a layer or operation of
+    the graph, or ``None`` for the default), ``output_layer`` and ``default``.
     """
 
     def __init__(
@@ -146,108 +58,14 @@ class KerasBackend:
         output_layer: LayerRef = None,
         default: str = "probe",
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise TypeError(
-                "Keras models are explained on the TensorFlow backend, but Keras runs on "
-                f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow"
-            )
-        self.model = model
-        self._layers = _all_layers(model)
-        self._layer = self._resolve_layer(conv_layer, "conv_layer")
-        if self._layer is None and default == "xplique":
-            self._layer = self._xplique_default()
-        self._output_layer = self._resolve_layer(output_layer, "output_layer")
-        self.last_layer: keras.layers.Layer | None = self._layer
-        if _softmax_at(model if self._output_layer is None else self._output_layer):
-            warnings.warn(
-                "the explained scores are read after a softmax, so their gradients mix in every "
-                "other class; pass output_layer=<the layer before the softmax> (or build the model "
-                "with classifier_activation=None) to explain the logits",
-                UserWarning,
-                stacklevel=4,
-            )
-        self._probed: dict[tuple[Any, ...], keras.layers.Layer] = {}
+        super().__init__(model, conv_layer, output_layer, default)
         self._compiled: dict[tuple[Any, ...], Any] = {}
 
-    def _resolve_layer(self, layer: LayerRef, what: str) -> keras.layers.Layer | None:
-        if layer is None:
-            return None
-        if isinstance(layer, bool):
-            raise TypeError(f"{what} must be a layer name, index or layer, got a bool")
-        if isinstance(layer, int | np.integer):
-            top = self.model.layers
-            if not -len(top) <= layer < len(top):
-                raise ValueError(
-                    f"{what} index {int(layer)} is out of range for a model with {len(top)} "
-                    "layers in model.layers"
-                )
-            return self._check_format(top[int(layer)], what)
-        if isinstance(layer, str):
-            for candidate in self._layers:
-                if candidate.name == layer:
-                    return self._check_format(candidate, what)
-            raise unknown_layer(what, layer, [candidate.name for candidate in self._layers])
-        if isinstance(layer, keras.layers.Layer):
-            if not any(candidate is layer for candidate in self._layers):
-                raise ValueError(f"{what} {layer.name!r} is not a layer of the model")
-            return self._check_format(layer, what)
-        raise TypeError(
-            f"{what} must be None, a layer name (str), an index into model.layers (int) or a "
-            f"keras layer, got {type(layer).__name__}"
-        )
+    def zeros(self, shape: tuple[int, ...], dtype: str) -> tf.Tensor:
+        return tf.zeros(shape, dtype)
 
-    def _xplique_default(self) -> keras.layers.Layer:
-        """xplique 2.0.2's default: the last layer of ``model.layers`` with ``filters``."""
-        for layer in reversed(self.model.layers):
-            if hasattr(layer, "filters"):
-                return self._check_format(layer, "conv_layer")
-        raise ValueError(
-            "variant='xplique' takes xplique's default layer, the last layer of model.layers "
-            "with a `filters` attribute (a convolution), and this model has none; pass "
-            "conv_layer"
-        )
-
-    def resolved_layer(self) -> keras.layers.Layer | None:
-        """The explained layer: the given one, else the default for the declared input shape.
-
-        ``None`` when the model declares no complete input shape and nothing was explained yet.
-        """
-        if self.last_layer is not None:
-            return self.last_layer
-        shape = self._input_shape()
-        if shape is None or any(size is None for size in shape[1:]):
-            return None
-        return self._layer_for(tf.zeros((1, *shape[1:]), self._input_dtype()))
-
-    @staticmethod
-    def _check_format(layer: keras.layers.Layer, what: str) -> keras.layers.Layer:
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            raise ValueError(
-                f"{what} {layer.name!r} is channels_first; Keras models are explained "
-                "channels-last, (N, *spatial, channels)"
-            )
-        return layer
-
-    # ----------------------------------------------------------------------------------- inputs
-
-    def _input_shape(self) -> tuple[Any, ...] | None:
-        """The model's declared input shape ``(None, *S, C)``, or ``None`` if it declares none."""
-        try:
-            inputs = self.model.inputs
-        except (AttributeError, ValueError):
-            return None
-        if not inputs:
-            return None
-        if len(inputs) != 1:
-            raise TypeError(f"models with one input are supported, this one has {len(inputs)}")
-        return tuple(inputs[0].shape)
-
-    def _input_dtype(self) -> tf.DType:
-        try:
-            dtype = tf.as_dtype(self.model.inputs[0].dtype)
-        except (AttributeError, ValueError, TypeError, IndexError):
-            return tf.float32
-        return dtype if dtype.is_floating else tf.float32
+    def _input_dtype(self) -> Any:
+        return tf.as_dtype(super()._input_dtype())
 
     def prepare(self, inputs: Any) -> Batch:
         """Validate channels-last ``inputs`` ``(N, *S, C)`` and convert them to a float tensor.
@@ -285,7 +103,7 @@ class KerasBackend:
         if x.dtype == tf.bool or x.dtype.is_complex or x.dtype == tf.string:
             raise TypeError(f"inputs must be real numbers, got dtype {x.dtype.name}")
         if expected is not None:
-            _check_shape(tuple(x.shape), expected)
+            check_shape(tuple(x.shape), expected)
         x = tf.cast(x, self._input_dtype())
         # one summing pass decides in the common case; the element-wise test runs on a bad sum only
         if not bool(tf.math.is_finite(tf.reduce_sum(tf.cast(x, tf.float32)))) and not bool(
@@ -293,42 +111,6 @@ class KerasBackend:
         ):
             raise ValueError("inputs contain NaN or Inf")
         return Batch(x, tuple(x.shape[1:-1]), lambda maps: tf.expand_dims(maps, -1), targets)
-
-    # ----------------------------------------------------------------------------------- layers
-
-    def layer_name(self, x: tf.Tensor) -> str:
-        """Name of the layer explained for inputs like ``x`` ``(N, *S, C)``."""
-        return self._layer_for(x).name
-
-    def _layer_for(self, x: tf.Tensor) -> keras.layers.Layer:
-        if self._layer is not None:
-            return self._layer
-        key = (tuple(x.shape[1:]), x.dtype)
-        if key not in self._probed:
-            self._probed[key] = self._probe(x[:1])
-        self.last_layer = self._probed[key]
-        return self._probed[key]
-
-    def _probe(self, x: tf.Tensor) -> keras.layers.Layer:
-        """The last layer to finish whose output ``(1, *S, K)`` has spatial extent.
-
-        When a nested model or block returns the very tensor of one of its layers, that inner
-        layer is chosen (the same activations, under the most specific name).
-        """
-        finished: list[tuple[keras.layers.Layer, Any]] = []
-        record = lambda layer, output: finished.append((layer, output))  # noqa: E731
-        with model_lock(self.model), recording(self._layers, record):
-            self.model(x, training=False)
-        spatial = [i for i, (_, out) in enumerate(finished) if _spatial_extent(out, x.shape.rank)]
-        if not spatial:
-            raise ValueError(
-                "no layer of the model outputs a (N, *spatial, channels) tensor with spatial "
-                f"extent for inputs of shape {tuple(x.shape[1:])} per sample; pass conv_layer"
-            )
-        index = spatial[-1]
-        while index > 0 and finished[index - 1][1] is finished[index][1]:
-            index -= 1
-        return self._check_format(finished[index][0], "the last spatial layer")
 
     # ---------------------------------------------------------------------------------- capture
 
@@ -351,7 +133,7 @@ class KerasBackend:
 
     def _function(
         self,
-        layer: keras.layers.Layer,
+        layer: Any,
         mode: str,
         n_targets: int,
         x: tf.Tensor,
@@ -377,14 +159,14 @@ class KerasBackend:
             return self._compiled[key]
 
     def _run(
-        self, x: tf.Tensor, layer: keras.layers.Layer, score_of: Callable[[Any], Any]
+        self, x: tf.Tensor, layer: Any, score_of: Callable[[Any], Any]
     ) -> tuple[tf.Tensor, tf.Tensor, Any]:
         """One forward pass; the gradients of ``score_of(outputs)`` ``(n, T)`` w.r.t. the layer."""
         acts: list[tf.Tensor] = []
         read: list[Any] = []
         tape = tf.GradientTape(watch_accessed_variables=False, persistent=True)
 
-        def record(seen: keras.layers.Layer, output: Any) -> None:
+        def record(seen: Any, output: Any) -> None:
             if seen is layer:
                 if not isinstance(output, tf.Tensor):
                     raise TypeError(
@@ -418,21 +200,6 @@ class KerasBackend:
         )
         return acts_cf, grads_cf, outputs
 
-    @staticmethod
-    def _check_captured(
-        acts: list[tf.Tensor], x: tf.Tensor, layer: keras.layers.Layer
-    ) -> tf.Tensor:
-        if not acts:
-            raise ValueError(f"the forward pass never reached layer {layer.name!r}")
-        feature_maps = acts[-1]
-        if not _spatial_extent(feature_maps, x.shape.rank):
-            raise ValueError(
-                f"layer {layer.name!r} outputs shape {tuple(feature_maps.shape)}, which is not "
-                f"(N, *spatial, channels) with spatial extent for inputs of shape "
-                f"{tuple(x.shape)}; choose an earlier layer"
-            )
-        return feature_maps
-
 
 def _selector(plan: TargetPlan, start: int, stop: int) -> tuple[str, tuple[tf.Tensor, ...]]:
     """The kind of a class-based ``plan`` and the tensors that select samples ``start:stop``."""
@@ -450,26 +217,6 @@ def _graph_plan(mode: str, n_targets: int, chosen: tuple[tf.Tensor, ...]) -> Tar
     if mode == "indices":
         return TargetPlan(0, multi=n_targets > 1, indices=chosen[0])
     return TargetPlan(0, multi=n_targets > 1, top_k=n_targets)
-
-
-def _check_shape(got: tuple[Any, ...], expected: tuple[Any, ...]) -> None:
-    """Raise a ValueError when inputs of shape ``got`` do not fit the model's ``expected``."""
-
-    def fits(shape: tuple[Any, ...]) -> bool:
-        return len(shape) == len(expected) and all(
-            e is None or e == g for e, g in zip(expected[1:], shape[1:], strict=True)
-        )
-
-    if fits(got):
-        return
-    message = (
-        f"the model takes channels-last inputs of shape {expected} (N, *spatial, channels), "
-        f"got shape {got}"
-    )
-    if fits((got[0], *got[2:], got[1])):
-        message += "; these look channels-first: move the channel axis last"
-        message += " (np.moveaxis(x, 1, -1) or tf.transpose)"
-    raise ValueError(message)
 
 
 def _read_dataset(dataset: tf.data.Dataset, rank: int | None) -> tuple[tf.Tensor, Any]:

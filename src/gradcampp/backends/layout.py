@@ -14,7 +14,9 @@ shape divided by one stride. Three layouts are recognised, for inputs with spati
 ``[floor(S_i / s), ceil(S_i / s)]`` on every axis (the rounding of padded layers). Maps may also
 have lost a few border pixels to unpadded convolutions: up to ``max(4, S_i // 10)`` input pixels
 per axis (``floor((S_i - m) / s) <= S'_i``); an exact fit of either reading wins over a fit that
-needs the margin. Token grids must fit exactly (no margin). For 3-D
+needs the margin. Token grids must fit exactly (no margin). A model that says how its tokens
+are laid out (a ``TokenHint``: its number of prefix tokens, its patch grid for this input) is read
+that way only; counts are guessed from only when it says nothing. For 3-D
 inputs the first axis (time or depth) has its own stride; the other axes share one. A map needs
 spatial extent: ``prod(S') > 1``.
 """
@@ -133,9 +135,34 @@ class Reading:
         return len(self.alternatives) > 1
 
 
+@dataclass(frozen=True)
+class TokenHint:
+    """How a model lays out its tokens, from its own attributes (not guessed from counts).
+
+    Attributes:
+        prefix: class, distillation and register tokens before the grid, or ``None`` if unknown.
+        grid: the patch grid for the input at hand, or ``None`` if unknown.
+        source: where the hint comes from, for messages (e.g. ``"model.num_prefix_tokens"``).
+    """
+
+    prefix: int | None = None
+    grid: tuple[int, ...] | None = None
+    source: str = ""
+
+    def admits(self, layout: Layout) -> bool:
+        """Whether a token ``layout`` agrees with everything the model says."""
+        return (self.prefix is None or layout.prefix == self.prefix) and (
+            self.grid is None or layout.grid == self.grid
+        )
+
+
 @functools.lru_cache(maxsize=1024)
-def read_layout(shape: tuple[int, ...], spatial: tuple[int, ...]) -> Reading:
+def read_layout(
+    shape: tuple[int, ...], spatial: tuple[int, ...], hint: TokenHint | None = None
+) -> Reading:
     """How an output of ``shape`` ``(N, ...)`` lies on the grid of inputs of shape ``spatial``.
+
+    ``hint`` (the model's own token layout) keeps only the token readings it admits.
 
     Returns:
         a ``Reading`` with the one consistent layout, with ``layout=None`` and no alternatives
@@ -159,6 +186,8 @@ def read_layout(shape: tuple[int, ...], spatial: tuple[int, ...]) -> Reading:
         if shape[1] - prefix >= 2
         for grid in token_grids(shape[1] - prefix, spatial)
     ]
+    if hint is not None:
+        found = [layout for layout in found if hint.admits(layout)]
     if len(found) == 1:
         return Reading(found[0])
     return Reading(None, tuple(found))

@@ -24,6 +24,7 @@ import itertools
 import math
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,7 +35,14 @@ import numpy as np
 import torch
 
 from gradcampp.backends.base import Batch, describe, unknown_layer
-from gradcampp.backends.layout import Layout, Reading, read_layout, suggested_transform
+from gradcampp.backends.hints import token_hint
+from gradcampp.backends.layout import (
+    Layout,
+    Reading,
+    TokenHint,
+    read_layout,
+    suggested_transform,
+)
 from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan, class_scores
 
@@ -73,8 +81,36 @@ def _resized_input(output: Any, x: torch.Tensor) -> tuple[int, ...] | None:
     return None
 
 
+#: Normalisation layers, by type: PyTorch's, and those timm defines in ``timm.layers.norm``. A
+#: class is not a norm for its name (timm LeViT's ``LinearNorm`` is a linear projection).
+NORM_TYPES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.modules.batchnorm._NormBase,
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    torch.nn.LocalResponseNorm,
+    torch.nn.RMSNorm,
+)
+
+#: Pools to a fixed output size: a grid that may differ from their input's.
+ADAPTIVE_POOLS: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.AdaptiveAvgPool1d,
+    torch.nn.AdaptiveAvgPool2d,
+    torch.nn.AdaptiveAvgPool3d,
+    torch.nn.AdaptiveMaxPool1d,
+    torch.nn.AdaptiveMaxPool2d,
+    torch.nn.AdaptiveMaxPool3d,
+)
+
+
 def _is_norm(module: torch.nn.Module) -> bool:
-    return "Norm" in type(module).__name__
+    """Whether ``module`` normalises its input: by its type, never by its class name."""
+    return isinstance(module, NORM_TYPES) or type(module).__module__ == "timm.layers.norm"
+
+
+def _compiled_module(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The eager module that ``torch.compile`` wrapped ``model`` around, or ``None``."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, torch.nn.Module) else None
 
 
 @dataclass
@@ -83,7 +119,9 @@ class _Seen:
 
     module: torch.nn.Module
     shape: tuple[int, ...] | None
+    input_shape: tuple[int, ...] | None
     has_parameters: bool
+    output_id: int  # the output's id: a container returns its last child's very tensor
     references: tuple[tuple[int, ...], ...]  # input sizes its output may be a map of
     reading: Reading | None = None
 
@@ -141,6 +179,9 @@ class TorchBackend:
                 "reshape_transform must be None or a callable from the layer's output to "
                 f"(N, C, *spatial), got {type(reshape_transform).__name__}"
             )
+        compiled = _compiled_module(model)
+        if compiled is not None:  # torch.compile: explain its eager module (hooks would recompile)
+            model = compiled
         self.model = model
         self.reshape_transform = reshape_transform
         self._names = {module: name for name, module in model.named_modules()}
@@ -157,6 +198,8 @@ class TorchBackend:
             return None
         if isinstance(layer, str):
             modules = dict(self.model.named_modules())
+            if layer not in modules and layer.startswith("_orig_mod."):
+                layer = layer.removeprefix("_orig_mod.")  # a name in the compiled wrapper
             if layer not in modules or layer == "":
                 raise unknown_layer(what, layer, [name for name in modules if name], "module")
             return modules[layer]
@@ -238,8 +281,10 @@ class TorchBackend:
             if threading.get_ident() != owner:
                 return  # another thread's pass: leave it alone
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            first = args[0] if args else None
+            given = tuple(first.shape) if isinstance(first, torch.Tensor) else None
             own = next(module.parameters(recurse=False), None) is not None
-            seen.append(_Seen(module, shape, own, tuple(references)))
+            seen.append(_Seen(module, shape, given, own, id(output), tuple(references)))
             resized = _resized_input(output, x)
             if resized is not None and resized not in references:
                 references.append(resized)
@@ -299,12 +344,73 @@ class TorchBackend:
             if chosen is not None:
                 return chosen
         if maps:
-            return pool[maps[-1]].module
+            index = self._before_adaptive_pool(pool, maps[-1], x)
+            self._warn_if_early(pool, index, bool(tokens))
+            return pool[index].module
         raise ValueError(self._no_feature_map(x, seen, head))
+
+    def _before_adaptive_pool(self, pool: list[_Seen], index: int, x: torch.Tensor) -> int:
+        """``index``, or that of the map an adaptive pool at ``index`` pools to another grid.
+
+        An adaptive pool (torchvision VGG's ``avgpool``, to 7 x 7) copies or averages cells of its
+        input into a grid of a fixed size: the input is the feature map, the output only looks
+        like one. Its input is the output of the latest call before it with that shape.
+
+        Raises:
+            ValueError: when the pool's input has no spatial extent (a 1 x 1 map spread over
+                the pool's grid, e.g. VGG on 32 x 32 inputs).
+        """
+        event = pool[index]
+        if not isinstance(event.module, ADAPTIVE_POOLS) or event.input_shape is None:
+            return index
+        if event.shape is None or event.input_shape[2:] == event.shape[2:]:
+            return index  # the same grid: the pool changes nothing
+        name = self._names[event.module]
+        if math.prod(event.input_shape[2:]) <= 1:
+            raise ValueError(
+                f"the last feature map of inputs of shape {tuple(x.shape[1:])} per sample is "
+                f"{event.input_shape[2:]}, before the adaptive pool {name!r} spreads it over "
+                f"{event.shape[2:]}: it carries no location; pass larger inputs, or name an "
+                "earlier layer as conv_layer"
+            )
+        for earlier in range(index - 1, -1, -1):
+            if pool[earlier].shape == event.input_shape and _kind(pool[earlier]) is not None:
+                while earlier > 0 and pool[earlier - 1].output_id == pool[earlier].output_id:
+                    earlier -= 1  # the module that made the tensor, not its containers
+                return earlier
+        return index
+
+    def _warn_if_early(self, pool: list[_Seen], index: int, tokens: bool) -> None:
+        """Warn when later outputs than the chosen map were left out for their layout.
+
+        Outputs that fit the input's grid in several ways (token counts with no layout stated by
+        the model), or token layers that the score does not depend on, lie after the chosen map:
+        the default then falls back before the model's blocks, and says so.
+        """
+        later = [
+            self._names[event.module]
+            for event in pool[index + 1 :]
+            if event.reading is not None and event.reading.ambiguous
+        ]
+        if not later and not tokens:
+            return
+        name = self._names[pool[index].module]
+        why = (
+            f"the outputs of {', '.join(repr(n) for n in dict.fromkeys(later[-3:]))} fit the "
+            "input's grid in several ways"
+            if later
+            else "the predicted score depends on no later token layer"
+        )
+        warnings.warn(
+            f"the default layer is {name!r}, before later layers of the model: {why}; pass "
+            "conv_layer (with a reshape_transform for tokens) to explain a later layer",
+            UserWarning,
+            stacklevel=6,
+        )
 
     def _read(self, shape: tuple[int, ...], references: tuple[tuple[int, ...], ...]) -> Reading:
         """The reading of ``shape`` against the input size or a resized copy of the input."""
-        first = read_layout(shape, references[0])
+        first = read_layout(shape, references[0], self._hint(references[0]))
         if first.layout is not None or first.ambiguous:
             return first
         for spatial in references[1:]:
@@ -312,6 +418,10 @@ class TorchBackend:
             if reading.layout is not None and reading.layout.kind != "tokens":
                 return reading
         return first
+
+    def _hint(self, spatial: tuple[int, ...]) -> TokenHint | None:
+        """The token layout the model states for inputs of spatial shape ``spatial``."""
+        return token_hint(self.model, spatial)
 
     def _token_layer(self, x: torch.Tensor, tokens: list[_Seen]) -> torch.nn.Module | None:
         """The last token layer whose patch tokens the predicted score depends on.
@@ -438,6 +548,8 @@ class TorchBackend:
         if not captured:
             raise ValueError(f"the forward pass never reached layer {name!r}")
         acts = captured[-1]
+        if self._one_cell(tuple(acts.shape), x):
+            return acts
         if acts.ndim < 3 or acts.shape[0] != x.shape[0] or math.prod(acts.shape[2:]) <= 1:
             raise ValueError(
                 f"layer {name!r} outputs shape {tuple(acts.shape)}, which is not (N, C, *spatial) "
@@ -447,11 +559,37 @@ class TorchBackend:
             self._layout(tuple(acts.shape), x)  # a clear error before the backward pass
         return acts
 
+    def _one_cell(self, shape: tuple[int, ...], x: torch.Tensor) -> bool:
+        """Whether a layer the user named outputs a ``(N, C, 1, ...)`` map; warn if so.
+
+        Such a map (CIFAR-size inputs on ImageNet networks) is one value per channel: its
+        explanation is a constant map. The default layer is never one (``_probe``); a named one
+        is explained, with a warning that the map carries no location.
+        """
+        if (
+            self._layer is None
+            or self.reshape_transform is not None
+            or len(shape) != x.ndim
+            or shape[0] != x.shape[0]
+            or math.prod(shape[2:]) != 1
+        ):
+            return False
+        warnings.warn(
+            f"layer {self._names[self._layer]!r} outputs a 1 x 1 map {shape} for inputs of "
+            f"spatial shape {tuple(x.shape[2:])}: its explanation is one value spread over the "
+            "whole input and carries no location; choose an earlier layer with spatial extent",
+            UserWarning,
+            stacklevel=2,
+        )
+        return True
+
     def _layout(self, shape: tuple[int, ...], x: torch.Tensor) -> Layout:
         """How the explained layer's output of ``shape`` lies on the grid of inputs like ``x``."""
         spatial = tuple(x.shape[2:])
         key = tuple(x.shape[1:])
-        reading = read_layout(shape, spatial)
+        if self._layer is not None and len(shape) == x.ndim and math.prod(shape[2:]) == 1:
+            return Layout("channels_first", tuple(shape[2:]))  # a named 1 x 1 map (_one_cell)
+        reading = read_layout(shape, spatial, self._hint(spatial))
         if reading.layout is None and not reading.ambiguous:
             if key not in self._references:  # a model that resizes its inputs (detection)
                 self._observe(x[:1])

@@ -103,6 +103,12 @@ def adapter_for(model: Any) -> TorchAdapter:
     Raises:
         TypeError: when ``model`` is not a framework model served here (a ``torch.nn.Module``).
     """
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, keras.Model):  # on Keras's torch backend, too
+        raise TypeError(
+            "the metrics run PyTorch models; a Keras model (on any Keras backend) is not "
+            "supported by them"
+        )
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         return TorchAdapter(model)
