@@ -79,15 +79,44 @@ def models(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ray_models")
 
 
+DYING_WRITER = """
+import os
+from pathlib import Path
+
+
+def install():
+    \"\"\"In a worker process: end it when it renames a file of ``img-dies-writing`` into place
+    (a temporary file is written, then the process ends).\"\"\"
+    import gradcampp._files as files
+
+    replace = os.replace
+
+    def dying_replace(source, target):
+        if Path(target).name.startswith("img-dies-writing"):
+            os._exit(1)
+        replace(source, target)
+
+    files.os = type(os)("os_of_files")  # the worker's own os module is left as it is
+    files.os.__dict__.update(os.__dict__)
+    files.os.replace = dying_replace
+"""
+
+
 @pytest.fixture(scope="module")
 def cluster(models):
-    """A local Ray with 2 CPUs for the module; its workers also import from ``models``."""
+    """A local Ray with 2 CPUs for the module; its workers also import from ``models``, and
+    every worker process ends when it writes a file of ``img-dies-writing`` (``DYING_WRITER``:
+    files are written by the write stage's tasks, which load no model)."""
+    (models / "dying_writer.py").write_text(DYING_WRITER)
     path = os.pathsep.join(p for p in (str(models), str(SRC), os.environ.get("PYTHONPATH")) if p)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": path},
+            "worker_process_setup_hook": "dying_writer.install",
+        },
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -256,7 +285,6 @@ def test_explain_batch_in_a_ray_data_pipeline(cluster, shapes):
 
 KILLING_MODEL = """
 import os
-from pathlib import Path
 
 from gradcampp.demo import load_demo_model
 
@@ -266,19 +294,6 @@ DRIVER = {driver}
 def make():
     model = load_demo_model()
     forward = model.forward
-    if os.getpid() != DRIVER:
-        import gradcampp._files as files
-
-        replace = os.replace
-
-        def dying_replace(source, target):  # a temporary file is written, then the process ends
-            if Path(target).name.startswith("img-dies-writing"):
-                os._exit(1)
-            replace(source, target)
-
-        files.os = type(os)("os_of_files")  # the worker's own os module is left as it is
-        files.os.__dict__.update(os.__dict__)
-        files.os.replace = dying_replace
 
     def dying_forward(x):
         # the white image (every input value 1) ends the worker's process, every time
@@ -294,7 +309,8 @@ def make():
 @pytest.fixture(scope="module")
 def with_deadly(shapes, tmp_path_factory) -> Path:
     """Seven demo images, an all-white one (``img-white.png``), on which the killing model ends
-    its process, and ``img-dies-writing.png``, whose first file it ends its process writing."""
+    its process, and ``img-dies-writing.png``, whose first file ends the process writing it (the
+    cluster's ``DYING_WRITER``)."""
     folder = tmp_path_factory.mktemp("inputs") / "deadly"
     folder.mkdir()
     files = sorted(shapes.glob("*.png"))
@@ -514,3 +530,77 @@ def test_model_actors_leave_cpus_to_the_other_stages():
         assert actors * actor_cpus(cpus, actors) <= cpus - min(1.0, cpus / 2)
     with pytest.raises(ValueError, match="concurrency must be a positive integer, got 0"):
         actor_cpus(2.0, 0)
+
+
+def test_model_actors_leave_cpus_to_the_reading_and_writing_tasks():
+    from gradcampp.engines.ray_engine import stage_cpus
+
+    assert stage_cpus({"CPU": 2.0}, 2, 1.0) == (0.5, 0.25)  # --workers 2 on 2 CPUs: 1 CPU left
+    assert stage_cpus({"CPU": 1.0}, 1, 1.0) == (0.5, 0.25)
+    assert stage_cpus({"CPU": 16.0}, 4, 1.0) == (1.0, 0.25)  # room enough: what was asked
+    assert stage_cpus({"CPU": 16.0}, 4, 2.0) == (2.0, 0.25)
+    assert stage_cpus({"CPU": 0.5}, 1, 0.5) == (0.25, 0.125)
+    for cpus, workers, each in ((2.0, 2, 1.0), (3.0, 3, 1.0), (8.0, 4, 2.0), (64.0, 64, 1.0)):
+        actor, task = stage_cpus({"CPU": cpus}, workers, each)
+        assert workers * actor <= cpus - min(1.0, cpus / 2) + 1e-9
+        assert actor <= each and 2 * task <= min(1.0, cpus / 2)  # a read and a write task fit
+
+
+def _stages(gpus: float):
+    from gradcampp.engines.ray_stages import stage_plan
+    from gradcampp.model_specs import load_model
+    from gradcampp.recipe import ModelRecipe
+    from gradcampp.stages.settings import Settings
+
+    return stage_plan(
+        load_model("demo"),
+        ModelRecipe("demo"),
+        Settings(),
+        Path("/tmp/out"),
+        "run",
+        actor_cpus=0.5,
+        task_cpus=0.25,
+        gpus_per_worker=gpus,
+    )
+
+
+def test_read_and_write_are_cpu_tasks_and_only_explain_holds_the_model_and_gpus():
+    stages = _stages(0.5)
+    assert [(s.name, s.compute) for s in stages] == [
+        ("read", "tasks"),
+        ("explain", "actors"),
+        ("write", "tasks"),
+    ]
+    assert [s.resources for s in stages] == [
+        {"num_cpus": 0.25},
+        {"num_cpus": 0.5, "num_gpus": 0.5},
+        {"num_cpus": 0.25},
+    ]
+    assert "recipe" in stages[1].kwargs and "recipe" not in stages[0].kwargs
+    assert stages[2].kwargs["loaded"].model is None  # the write tasks get no model
+    assert all("num_gpus" not in s.resources for s in _stages(0.0))
+
+
+def test_the_ray_data_plan_has_task_read_and_write_around_an_actor_pool(cluster):
+    from gradcampp.engines.ray_stages import build_dataset
+
+    groups = [
+        {"group": g, "indices": [g], "files": [f"/x/{g}.png"], "names": [str(g)]} for g in (0, 1, 2)
+    ]
+    dataset = build_dataset(ray, groups, _stages(0.25), workers=2, retries=2)  # not executed
+    chain = []
+    op = dataset._logical_plan.dag
+    while op.input_dependencies:
+        chain.append(op)
+        op = op.input_dependencies[0]
+    chain.reverse()
+    assert [type(op.compute).__name__ for op in chain] == [
+        "TaskPoolStrategy",
+        "ActorPoolStrategy",
+        "TaskPoolStrategy",
+    ]
+    assert [op.ray_remote_args.get("num_gpus") for op in chain] == [None, 0.25, None]
+    assert [op.ray_remote_args.get("num_cpus") for op in chain] == [0.25, 0.5, 0.25]
+    assert chain[1].compute.min_size == chain[1].compute.max_size == 2
+    assert [op.ray_remote_args.get("max_retries") for op in chain] == [2, None, 2]
+    assert chain[1].ray_remote_args["max_task_retries"] == 2

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._ray import import_ray
+from gradcampp._ray import READ_CPUS, actor_cpus, import_ray
 from gradcampp.engines import RunResult, run_job
 from gradcampp.recipe import ModelRecipe
 from gradcampp.stages.explain import (
@@ -39,8 +39,6 @@ from gradcampp.stages.explain import (
 from gradcampp.stages.settings import Settings
 
 __all__ = ["ExplainBatch", "actor_cpus", "explain_dataset", "explain_files", "read_images"]
-
-READ_CPUS = 0.25  # what one reading task reserves: decoding an image is short and single-threaded
 
 
 def _rgb(image: Any) -> np.ndarray:
@@ -185,25 +183,6 @@ def read_images(
     return ray.data.read_images(
         [_absolute(p) for p in given], mode=mode, num_cpus=num_cpus, **options
     )
-
-
-def actor_cpus(cluster_cpus: float, concurrency: int) -> float:
-    """CPUs each of ``concurrency`` model actors reserves, so that together they never hold every
-    CPU of the cluster and reading and writing tasks always have some.
-
-    ``min(1, (C - K) / n)`` with ``C`` the cluster's CPUs, ``n`` the actors and
-    ``K = min(1, C / 2)`` the CPUs kept for the other stages (an actor's threads are set apart
-    from this reservation, which only decides where Ray places it).
-
-    Raises:
-        ValueError: for ``concurrency < 1`` or a cluster without CPUs.
-    """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
-    if cluster_cpus <= 0:
-        raise ValueError(f"the Ray cluster has no CPU (CPU resources: {cluster_cpus})")
-    kept = min(1.0, cluster_cpus / 2)
-    return min(1.0, (cluster_cpus - kept) / concurrency)
 
 
 def explain_dataset(
