@@ -546,6 +546,14 @@ def test_model_actors_leave_cpus_to_the_reading_and_writing_tasks():
         assert actor <= each and 2 * task <= min(1.0, cpus / 2)  # a read and a write task fit
 
 
+def test_a_local_ray_keeps_a_process_for_each_actor_and_each_task_that_fits():
+    from gradcampp.engines.ray_engine import worker_processes
+
+    assert worker_processes(8) == 12  # 8 CPUs and 1 / 0.25 tasks
+    assert worker_processes(2) == 6
+    assert worker_processes(1) == 3  # 1 CPU, and 0.5 / 0.25 tasks
+
+
 def _stages(gpus: float):
     from gradcampp.engines.ray_stages import stage_plan
     from gradcampp.model_specs import load_model

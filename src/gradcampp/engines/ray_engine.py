@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._ray import READ_CPUS, actor_cpus, import_ray
+from gradcampp._ray import READ_CPUS, actor_cpus, import_ray, kept_cpus
 from gradcampp.engines.ray_stages import RayStage, build_dataset, stage_plan
 from gradcampp.engines.run import RunOptions, RunResult, finish_run, plan_run, progress_bar
 from gradcampp.model_specs import LoadedModel, ModelSpecError
@@ -164,11 +164,22 @@ def _quiet_core_worker() -> Iterator[None]:
         os.environ.pop(name, None)
 
 
+def worker_processes(cpus: float) -> int:
+    """The worker processes a local Ray keeps alive when idle: one per CPU (Ray's default) and
+    one per reading or writing task that can run at once, ``ceil(C) + ceil(min(1, C/2) / t)``
+    with ``t = READ_CPUS``.
+
+    With Ray's default (one per CPU) the model actors take most of the kept processes, and each
+    reading or writing task would then start a new process that imports the libraries again.
+    """
+    return math.ceil(cpus) + math.ceil(kept_cpus(cpus) / READ_CPUS)
+
+
 @contextmanager
 def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
     """Ray, connected: to ``address`` (or ``RAY_ADDRESS``), or to a local instance started here
-    (with ``num_cpus`` CPUs) and stopped on exit; a connection that this process already has is
-    used as it is.
+    (with ``num_cpus`` CPUs, and room for :func:`worker_processes` idle worker processes) and
+    stopped on exit; a connection that this process already has is used as it is.
 
     Raises:
         ConnectionError: when the cluster cannot be joined.
@@ -187,7 +198,9 @@ def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
         check_reachable(address)
     with _quiet_core_worker():
         if address is None:
-            ray.init(num_cpus=num_cpus, **options)
+            cpus = num_cpus if num_cpus is not None else _cores()
+            system = {"num_workers_soft_limit": worker_processes(cpus)}
+            ray.init(num_cpus=num_cpus, _system_config=system, **options)
         else:
             try:
                 ray.init(address=address, **options)
