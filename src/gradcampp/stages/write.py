@@ -44,27 +44,16 @@ from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import (
     add_to_manifest,
     class_name,
-    csv_cell,
     display_path,
     relative_path,
     result_file_names,
 )
-from gradcampp.report import Panel, ReportEntry
 from gradcampp.resize import resize
 from gradcampp.stages.explain import ImageExplanation, first_line
-from gradcampp.stages.settings import METHODS, Settings
+from gradcampp.stages.settings import Settings
 from gradcampp.viz import overlay
 
 MIN_DISPLAY = 192  # small inputs are enlarged to at least this many pixels in the pictures
-
-
-@dataclass
-class ImageResults:
-    """What ``write_image_results`` wrote for one image: its record, report row and CSV rows."""
-
-    record: dict[str, Any]
-    entry: ReportEntry
-    csv_rows: list[list[Any]]
 
 
 def _display(view: np.ndarray) -> np.ndarray:
@@ -99,19 +88,18 @@ def write_image_results(
     show_top: int = 5,
     cmap: str = "inferno",
     alpha: float = 0.5,
-    note: str = "",
     overlays: bool = True,
     per_image_files: bool = True,
     map_dtype: str = DEFAULT_MAP_DTYPE,
-) -> ImageResults:
-    """Write one image's files (module docstring), each atomically; return what was written.
+) -> dict[str, Any]:
+    """Write one image's files (module docstring), each atomically; return its record.
 
     Args:
         out_dir: the output directory; name: the image's result name; path: the input file.
         view: the ``uint8`` view the model saw; found: its explanation.
         loaded: the model (class names, description); layer: the explained layer's name.
         several: whether each explained class gets its own overlay (``--top-k``).
-        show_top: top classes listed; cmap, alpha: overlays; note: text under the name.
+        show_top: top classes listed; cmap, alpha: overlays.
         overlays: write the pictures (``NAME.input.png`` and the overlays); per_image_files:
             write ``NAME.<method>.npy`` and ``NAME.json`` (False: the caller stores the maps and
             the record elsewhere, e.g. in Parquet).
@@ -149,7 +137,6 @@ def write_image_results(
         display = _display(view)
         if overlays:
             save_png(claim(files["input"]), display)
-        panels = []
         for method in methods:
             per_image = found.maps[method]  # (T, H, W)
             if per_image_files:
@@ -158,12 +145,8 @@ def write_image_results(
                 )
             if not overlays:
                 continue
-            for t, (png, c) in enumerate(
-                zip(files[method]["overlays"], found.explained, strict=True)
-            ):
+            for t, png in enumerate(files[method]["overlays"]):
                 save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
-                rank = f"#{t + 1} " if several else ""
-                panels.append(Panel(png, f"{rank}{labels[t]} ({100 * found.probs[c]:.1f}%)"))
         explained: list[dict[str, Any]] = [
             {"class_index": int(c), "class_name": label, "probability": float(found.probs[c])}
             for c, label in zip(found.explained, labels, strict=True)
@@ -196,25 +179,7 @@ def write_image_results(
         for file in written:
             file.unlink(missing_ok=True)
         raise
-    csv_rows: list[list[Any]] = [
-        [csv_cell(name), csv_cell(input_text), rank, c, csv_cell(label), f"{prob:.6f}"]
-        for rank, c, label, prob in ranked
-    ]
-    entry = ReportEntry(
-        name=display_path(path.name),
-        image=files["input"],
-        panels=panels,
-        predictions=[(label, prob) for _, _, label, prob in ranked],
-        note=note,
-        disagreement=compared or (),
-        files=[
-            *((f"{METHODS[m][1]} map (.npy)", files[m]["map"]) for m in methods),
-            ("predictions (.json)", files["json"]),
-        ]
-        if per_image_files
-        else [],
-    )
-    return ImageResults(record, entry, csv_rows)
+    return record
 
 
 def is_temporary(path: Path) -> bool:
@@ -316,8 +281,8 @@ def write_group(
             reason = f"cannot write its results ({first_line(error)})"
             result.skipped.append((display_path(path), reason))
             continue
-        result.records.append(done.record)
-        rows.append((done.record, item.maps))
+        result.records.append(done)
+        rows.append((done, item.maps))
     if s.format == "parquet" and rows:
         from gradcampp.parquet import write_part
 
