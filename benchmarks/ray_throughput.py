@@ -133,10 +133,9 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, ray {ray.__version__}; one PyTorch thread per model. "
-        f"The cores were shared with other jobs while this ran (load average after the run: "
-        f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores), so the "
-        "rates are lower and noisier than on an idle machine, and 2 workers compete with "
-        "those jobs for the second core.",
+        f"Load average after the run, this benchmark's own Ray processes included: "
+        f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores (above about "
+        "3, other jobs shared the cores, and the rates are lower and noisier).",
         "",
         f"Local Ray start (`ray.init(num_cpus=2)`, not in the rates): {ray_start:.1f} s.",
     ]

@@ -250,6 +250,18 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def _torch_loaded(model: Any, device: str, description: str) -> LoadedModel:
+    """A user's ``torch.nn.Module`` on ``device`` in eval mode, with ImageNet preprocessing at
+    ``DEFAULT_SIZE`` and no class names."""
+    return LoadedModel(
+        _finish_torch(model, device),
+        Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        None,
+        description,
+        "torch",
+    )
+
+
 def _finish_torch(model: Any, device: str) -> Any:
     resolved = _resolve_device(device)
     try:
@@ -375,13 +387,7 @@ def _callable(spec: str, weights: str | None, device: str) -> LoadedModel:
         if weights is not None:
             path = Path(weights)
             _load_state_dict(model, _read_state_dict(path), path)
-        return LoadedModel(
-            _finish_torch(model, device),
-            Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
-            None,
-            spec,
-            "torch",
-        )
+        return _torch_loaded(model, device, spec)
     if _is_keras(model):
         if weights is not None:
             try:
@@ -518,13 +524,7 @@ def _torch_file(path: Path, weights: str | None, allow_pickle: bool, device: str
         raise ModelSpecError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
         _load_state_dict(model, _read_state_dict(Path(weights)), Path(weights))
-    return LoadedModel(
-        _finish_torch(model, device),
-        Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        None,
-        path.name,
-        "torch",
-    )
+    return _torch_loaded(model, device, path.name)
 
 
 def _demo(device: str, head: str = "gap") -> LoadedModel:

@@ -7,8 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gradcampp.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from gradcampp.model_specs import DEFAULT_SIZE, LoadedModel, ModelSpecError, load_model
+from gradcampp.model_specs import (
+    LoadedModel,
+    ModelSpecError,
+    _is_keras,
+    _keras_loaded,
+    _torch_loaded,
+    load_model,
+)
 
 
 @dataclass(frozen=True)
@@ -66,24 +72,12 @@ def _from_factory(factory: Callable[[], Any], device: str) -> LoadedModel:
     description = getattr(factory, "__qualname__", type(factory).__name__)
     if isinstance(model, LoadedModel):
         return model
-    torch = sys.modules.get("torch")
-    keras = sys.modules.get("keras")
-    is_keras = keras is not None and isinstance(model, keras.Model)  # a torch.nn.Module on torch
-    if torch is not None and isinstance(model, torch.nn.Module) and not is_keras:
-        from gradcampp.model_specs import _finish_torch
-
-        return LoadedModel(
-            _finish_torch(model, device),
-            Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), mean=IMAGENET_MEAN, std=IMAGENET_STD),
-            None,
-            description,
-            "torch",
-        )
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(model, keras.Model):
-        from gradcampp.model_specs import _keras_loaded
-
+    # Keras first: on Keras's PyTorch backend a Keras model is a torch.nn.Module too
+    if _is_keras(model):
         return _keras_loaded(model, description)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return _torch_loaded(model, device, description)
     raise ModelSpecError(
         f"the model factory {description} returned {type(model).__name__}, not a "
         "torch.nn.Module, a Keras model or a LoadedModel"

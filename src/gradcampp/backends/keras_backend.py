@@ -30,18 +30,18 @@ import tensorflow as tf
 
 from gradcampp.backends.base import Batch, describe
 from gradcampp.backends.keras_graph import (
+    CLASS_OUTPUTS,
     KerasBase,
     LayerRef,
     check_shape,
+    graph_plan,
     recording,
+    selector,
 )
 from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
 
 __all__ = ["KerasBackend", "LayerRef", "recording"]
-
-#: Checks only what every class-based target needs: outputs of shape (N, n_classes).
-_CLASS_OUTPUTS = TargetPlan(0, multi=False, top_k=1)
 
 
 class KerasBackend(KerasBase):
@@ -145,10 +145,10 @@ class KerasBackend(KerasBase):
             if key not in self._compiled:
 
                 def run(inputs: tf.Tensor, *chosen: tf.Tensor) -> tuple[Any, ...]:
-                    plan = _graph_plan(mode, n_targets, chosen)
+                    plan = graph_plan(mode, n_targets, chosen)
 
                     def scores(outputs: Any) -> Any:
-                        _CLASS_OUTPUTS.check_outputs(outputs)  # (N, n_classes), or a clear error
+                        CLASS_OUTPUTS.check_outputs(outputs)  # (N, n_classes), or a clear error
                         return plan.scores(outputs, 0, None)
 
                     return self._run(inputs, layer, scores)
@@ -202,21 +202,10 @@ class KerasBackend(KerasBase):
 
 
 def _selector(plan: TargetPlan, start: int, stop: int) -> tuple[str, tuple[tf.Tensor, ...]]:
-    """The kind of a class-based ``plan`` and the tensors that select samples ``start:stop``."""
-    if plan.weights is not None:
-        return "weights", (tf.constant(plan.weights[start:stop], tf.float32),)
-    if plan.indices is not None:
-        return "indices", (tf.constant(plan.indices[start:stop], tf.int64),)
-    return "top_k", ()
-
-
-def _graph_plan(mode: str, n_targets: int, chosen: tuple[tf.Tensor, ...]) -> TargetPlan:
-    """A plan whose selectors are the (symbolic) tensors ``chosen`` of one chunk."""
-    if mode == "weights":
-        return TargetPlan(0, multi=False, weights=chosen[0])
-    if mode == "indices":
-        return TargetPlan(0, multi=n_targets > 1, indices=chosen[0])
-    return TargetPlan(0, multi=n_targets > 1, top_k=n_targets)
+    """``keras_graph.selector`` with its arrays as tensors (class indices as int64)."""
+    mode, arrays = selector(plan, start, stop)
+    dtype = tf.int64 if mode == "indices" else tf.float32
+    return mode, tuple(tf.constant(a, dtype) for a in arrays)
 
 
 def _read_dataset(dataset: tf.data.Dataset, rank: int | None) -> tuple[tf.Tensor, Any]:
