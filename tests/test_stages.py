@@ -89,6 +89,7 @@ def test_the_ray_stage_functions_chained_in_this_process_write_what_the_local_en
     from gradcampp.engines.ray_stages import (
         GROUP_COLUMNS,
         ExplainActor,
+        FusedActor,
         cells,
         read_stage,
         write_stage,
@@ -119,6 +120,16 @@ def test_the_ray_stage_functions_chained_in_this_process_write_what_the_local_en
         for method in settings.methods:
             npy = record["files"]["maps"][method]
             assert (staged / npy).read_bytes() == (engine_out / npy).read_bytes()
+    # the fused layout's actor: the same three functions in one call, the same rows and files
+    fused = tmp_path / "fused"
+    fused.mkdir()
+    rows = FusedActor(ModelRecipe("demo"), settings, str(fused), "run")(batch)
+    for key in ("index", "status", "payload"):
+        assert list(rows[key]) == list(out[key])
+    written = sorted(p.name for p in staged.iterdir())
+    assert sorted(p.name for p in fused.iterdir()) == written and len(written) > 3
+    for name in written:
+        assert (fused / name).read_bytes() == (staged / name).read_bytes()
 
 
 def test_packed_explanations_come_back_as_they_went_with_the_failures_in_place(inputs):

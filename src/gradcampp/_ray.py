@@ -1,5 +1,6 @@
-"""Importing Ray Data, with an error that says how to install it (for ``gradcampp.ray`` and the
-Ray engine alike)."""
+"""What ``gradcampp.ray``, the Ray engine and the command line share without importing Ray or the
+models: importing Ray Data with an error that says how to install it, the CPUs the stages reserve,
+and the rule that lays out a run's stages."""
 
 from __future__ import annotations
 
@@ -42,3 +43,22 @@ def actor_cpus(cluster_cpus: float, concurrency: int, most: float = 1.0) -> floa
     if cluster_cpus <= 0:
         raise ValueError(f"the Ray cluster has no CPU (CPU resources: {cluster_cpus})")
     return min(most, (cluster_cpus - kept_cpus(cluster_cpus)) / concurrency)
+
+
+LAYOUTS = ("auto", "split", "fused")  # how a Ray run lays out its stages (choose_layout)
+
+
+def choose_layout(stages: str, gpus_per_worker: float) -> str:
+    """The stage layout of a run: ``stages`` when it is ``"split"`` or ``"fused"``; for
+    ``"auto"``, ``"split"`` when ``gpus_per_worker > 0`` (decoding and encoding then run on CPUs
+    beside the GPU) and ``"fused"`` otherwise (on CPUs alone, splitting only adds object-store
+    transfers and processes competing for the same cores).
+
+    Raises:
+        ValueError: for any other ``stages``, naming the accepted values.
+    """
+    if stages not in LAYOUTS:
+        raise ValueError(f"stages must be one of {', '.join(LAYOUTS)}, got {stages!r}")
+    if stages == "auto":
+        return "split" if gpus_per_worker > 0 else "fused"
+    return stages

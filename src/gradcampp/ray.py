@@ -240,6 +240,7 @@ def explain_files(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
+    stages: str = "auto",
     methods: Sequence[str] = ("gradcampp",),
     target: int | None = None,
     top_k: int | None = None,
@@ -265,8 +266,9 @@ def explain_files(
         model: a model spec (``"demo"``, ``"torchvision:resnet50"``, ``"pkg.mod:make"``, a
             file) or a function without arguments returning the model (see ``ExplainBatch``).
         engine: ``"ray"`` or ``"local"``.
-        address, workers, gpus_per_worker: as ``--address``, ``--workers``,
-            ``--gpus-per-worker`` (Ray only).
+        address, workers, gpus_per_worker, stages: as ``--address``, ``--workers``,
+            ``--gpus-per-worker``, ``--ray-stages`` (Ray only; ``stages="auto"``: split when
+            ``gpus_per_worker > 0``, fused otherwise).
         methods, target, top_k, layer, batch_size, cmap, alpha: as the command line's options.
         overlays: False as ``--no-overlays``; format, full_size, resume, report_sample: as
             ``--format``, ``--full-size``, ``--resume``, ``--report-sample``; map_dtype: as
@@ -304,7 +306,12 @@ def explain_files(
     recipe = ModelRecipe(model, device=device, **model_options)
     ray_options: dict[str, Any] = {}
     if engine == "ray":
-        ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+        ray_options = {
+            "address": address,
+            "workers": workers,
+            "gpus_per_worker": gpus_per_worker,
+            "stages": stages,
+        }
     return run_job(
         recipe,
         paths,

@@ -1,15 +1,23 @@
-"""The Ray engine: explain a run's images on a Ray cluster, in three Ray Data stages.
+"""The Ray engine: explain a run's images on a Ray cluster, through Ray Data stages.
 
 The run is a Ray Data pipeline over a dataset of image groups (``batch_size`` images each, formed
 once on the driver, so a group is the same whenever it is retried) through the three stages of
-``gradcampp.stages`` (the functions the local engine calls), each with a resource budget of its
-own (``engines.ray_stages``): *read* as CPU tasks (decoding never holds a model's worker),
-*explain* in a fixed pool of actors that each load the model once (the only stage given GPUs,
-with ``gpus_per_worker``), *write* as CPU tasks (a slow writer holds back the stages before it
-through Ray Data's backpressure instead of filling memory). Only small records (the content of
-``NAME.json``) come back to the driver, which shows the progress and finishes the run as the
-local engine does (``engines.run.finish_run``: ``predictions.csv`` and the report). Memory is
-bounded by the groups in flight, not by the data set.
+``gradcampp.stages`` (the functions the local engine calls), laid out in one of two ways
+(``engines.ray_stages``; ``stages="auto"`` picks ``"split"`` when ``gpus_per_worker > 0``,
+``"fused"`` otherwise):
+
+- ``"split"``: each stage with a resource budget of its own: *read* as CPU tasks (decoding never
+  holds a model's worker), *explain* in a fixed pool of actors that each load the model once
+  (the only stage given GPUs, with ``gpus_per_worker``), *write* as CPU tasks (a slow writer
+  holds back the stages before it through Ray Data's backpressure instead of filling memory);
+- ``"fused"``: one fixed pool of actors, each of which loads the model once and reads, explains
+  and writes its groups in its own process (nothing crosses the object store but the groups'
+  file names and the records).
+
+Only small records (the content of ``NAME.json``) come back to the driver, which shows the
+progress and finishes the run as the local engine does (``engines.run.finish_run``:
+``predictions.csv`` and the report). Memory is bounded by the groups in flight, not by the data
+set.
 
 A task whose process dies is tried again, and an actor whose process dies is restarted by Ray
 (``max_restarts=-1``) and its call tried again, at most ``GROUP_RETRIES`` more times (not Ray
@@ -43,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._ray import READ_CPUS, actor_cpus, import_ray, kept_cpus
+from gradcampp._ray import READ_CPUS, actor_cpus, choose_layout, import_ray, kept_cpus
 from gradcampp.engines.ray_stages import RayStage, build_dataset, stage_plan
 from gradcampp.engines.run import RunOptions, RunResult, finish_run, plan_run, progress_bar
 from gradcampp.model_specs import LoadedModel, ModelSpecError
@@ -66,7 +74,7 @@ HTTP2_SETTINGS = 4
 
 
 def _groups(plan: Any, todo: Sequence[int], size: int, first: int = 0) -> list[dict[str, Any]]:
-    """The rows of ``FileWorker``: ``todo`` (indices into ``plan.paths``) cut into groups of
+    """The rows of the run's dataset: ``todo`` (indices into ``plan.paths``) cut into groups of
     ``size`` images, numbered from ``first`` (the number names a group's Parquet part file)."""
     groups = []
     for number, start in enumerate(range(0, len(todo), size), start=first):
@@ -164,22 +172,26 @@ def _quiet_core_worker() -> Iterator[None]:
         os.environ.pop(name, None)
 
 
-def worker_processes(cpus: float) -> int:
-    """The worker processes a local Ray keeps alive when idle: one per CPU (Ray's default) and
-    one per reading or writing task that can run at once, ``ceil(C) + ceil(min(1, C/2) / t)``
-    with ``t = READ_CPUS``.
+def worker_processes(cpus: float, layout: str = "split") -> int:
+    """The worker processes a local Ray keeps alive when idle: one per CPU (Ray's default), and
+    in the ``"split"`` layout one per reading or writing task that can run at once:
+    ``ceil(C) + ceil(min(1, C/2) / t)`` with ``t = READ_CPUS`` (``"fused"``: ``ceil(C)``, it has
+    no tasks).
 
     With Ray's default (one per CPU) the model actors take most of the kept processes, and each
     reading or writing task would then start a new process that imports the libraries again.
     """
+    if layout == "fused":
+        return math.ceil(cpus)
     return math.ceil(cpus) + math.ceil(kept_cpus(cpus) / READ_CPUS)
 
 
 @contextmanager
-def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
+def connect(address: str | None, num_cpus: int | None, layout: str = "split") -> Iterator[Any]:
     """Ray, connected: to ``address`` (or ``RAY_ADDRESS``), or to a local instance started here
-    (with ``num_cpus`` CPUs, and room for :func:`worker_processes` idle worker processes) and
-    stopped on exit; a connection that this process already has is used as it is.
+    (with ``num_cpus`` CPUs, and room for :func:`worker_processes` idle worker processes of the
+    run's ``layout``) and stopped on exit; a connection that this process already has is used as
+    it is.
 
     Raises:
         ConnectionError: when the cluster cannot be joined.
@@ -199,7 +211,7 @@ def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
     with _quiet_core_worker():
         if address is None:
             cpus = num_cpus if num_cpus is not None else _cores()
-            system = {"num_workers_soft_limit": worker_processes(cpus)}
+            system = {"num_workers_soft_limit": worker_processes(cpus, layout)}
             ray.init(num_cpus=num_cpus, _system_config=system, **options)
         else:
             try:
@@ -264,13 +276,15 @@ def plan_workers(
 ) -> tuple[int, str | None]:
     """How many workers a cluster with ``resources`` runs, and a note when it is fewer than asked.
 
-    A worker is one model actor of the explain stage. Each uses ``cpus_per_worker`` CPUs' worth
-    of threads and reserves ``gpus_per_worker`` GPUs, so
+    A worker is one model actor (of the explain stage in the ``"split"`` layout, of the whole
+    run in the ``"fused"`` one). Each uses ``cpus_per_worker`` CPUs' worth of threads and reserves
+    ``gpus_per_worker`` GPUs, so
     ``room = min(floor(CPU / cpus_per_worker), floor(GPU / gpus_per_worker))`` (the GPU term only
-    when ``gpus_per_worker > 0``). What an actor reserves of the CPUs is :func:`stage_cpus`: at
-    most ``cpus_per_worker``, less when the actors would otherwise leave the reading and writing
-    tasks less than ``min(1, CPU / 2)`` CPUs. Ray would wait for ever for a worker that does not
-    fit, so the request is checked here, before anything starts.
+    when ``gpus_per_worker > 0``), in both layouts. What an actor reserves of the CPUs is
+    :func:`stage_cpus`: ``cpus_per_worker`` when fused; when split, at most ``cpus_per_worker``,
+    less when the actors would otherwise leave the reading and writing tasks less than
+    ``min(1, CPU / 2)`` CPUs. Ray would wait for ever for a worker that does not fit, so the
+    request is checked here, before anything starts.
 
     Args:
         resources: the cluster's total resources (``ray.cluster_resources()``: ``{"CPU": 2.0,
@@ -310,21 +324,35 @@ def plan_workers(
 
 
 def stage_cpus(
-    resources: Mapping[str, float], workers: int, cpus_per_worker: float
+    resources: Mapping[str, float], workers: int, cpus_per_worker: float, layout: str = "split"
 ) -> tuple[float, float]:
     """What each model actor and each reading or writing task of a run reserves, in CPUs.
 
-    The read and write stages are tasks of ``READ_CPUS`` (a quarter of a CPU) each; the ``n``
-    model actors together leave them ``K = min(1, C / 2)`` of the cluster's ``C`` CPUs, each
-    reserving ``min(cpus_per_worker, (C - K) / n)`` (``gradcampp._ray.actor_cpus``). Without
-    this the actors could hold every CPU and the tasks would wait for ever (Ray Data reports them
-    as backpressured, and the run hangs without an error). The reservation only decides where
-    Ray places an actor: its threads are set apart (``threads_per_worker``).
+    ``"split"``: the read and write stages are tasks of ``min(READ_CPUS, C / 4)`` CPUs each
+    (``READ_CPUS``: a quarter of a CPU); the ``n`` model actors together leave them
+    ``K = min(1, C / 2)`` of the cluster's ``C`` CPUs, each reserving
+    ``min(cpus_per_worker, (C - K) / n)`` (``gradcampp._ray.actor_cpus``). Without this the
+    actors could hold every CPU and the tasks would wait for ever (Ray Data reports them as
+    backpressured, and the run hangs without an error).
+
+    ``"fused"``: each actor reserves ``cpus_per_worker`` (its reading and writing run inside
+    it) and no CPU is kept for tasks, since there are none: ``(cpus_per_worker, 0)``.
+    :func:`plan_workers` has already checked that ``n * cpus_per_worker <= C``.
+
+    The reservation only decides where Ray places an actor: its threads are set apart
+    (``threads_per_worker``).
 
     Returns:
         ``(CPUs per actor, CPUs per task)``.
+
+    Raises:
+        ValueError: for a ``layout`` other than ``"split"`` or ``"fused"``.
     """
     cpus = float(resources.get("CPU", 0.0))
+    if layout == "fused":
+        return float(cpus_per_worker), 0.0
+    if layout != "split":
+        raise ValueError(f"layout must be 'split' or 'fused', got {layout!r}")
     return actor_cpus(cpus, workers, most=cpus_per_worker), min(READ_CPUS, cpus / 4)
 
 
@@ -367,6 +395,7 @@ def run_ray(
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     threads_per_worker: int | None = None,
+    stages: str = "auto",
     loaded: LoadedModel | None = None,
 ) -> RunResult:
     """Explain ``paths`` on a Ray cluster and write the same files as the local engine.
@@ -387,12 +416,16 @@ def run_ray(
             goes to ``cuda`` when the recipe's device is ``"cpu"``.
         cpus_per_worker: CPUs each actor reserves.
         threads_per_worker: PyTorch threads per actor (None: ``cpus_per_worker``).
+        stages: how the stages are laid out: ``"split"`` (read and write as CPU tasks, explain
+            in the actors), ``"fused"`` (each actor reads, explains and writes its groups) or
+            ``"auto"``: split when ``gpus_per_worker > 0``, fused otherwise
+            (``engines.ray_stages.choose_layout``).
         loaded: the model already loaded on the driver, if the caller has it.
 
     Raises:
         ModelSpecError: a model that cannot be loaded or explained, here or on a worker.
-        ValueError: ``resume`` into a run with other settings, or a cluster without room for
-            one worker.
+        ValueError: ``resume`` into a run with other settings, a cluster without room for one
+            worker, or an unknown ``stages``.
         ConnectionError: ``address`` cannot be reached.
         RuntimeError: an unexpected error on a worker (its type and message).
         ImportError: Ray Data is not installed.
@@ -406,6 +439,7 @@ def run_ray(
             f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got {gpus_per_worker} and "
             f"{cpus_per_worker}"
         )
+    layout = choose_layout(stages, gpus_per_worker)
     if loaded is None:
         loaded = recipe.load(device="cpu")
     ExplainStage(
@@ -426,14 +460,20 @@ def run_ray(
         local_cpus = None
         if address is None and workers is not None:  # a local Ray: at most this machine's cores
             local_cpus = min(math.ceil(workers * cpus_per_worker), _cores())
-        with _no_raylet_messages(), connect(address, local_cpus) as ray, _quiet_ray_data(ray):
+        with (
+            _no_raylet_messages(),
+            connect(address, local_cpus, layout) as ray,
+            _quiet_ray_data(ray),
+        ):
             workers, note = plan_workers(
                 ray.cluster_resources(), workers, cpus_per_worker, gpus_per_worker
             )
             if note is not None:
                 remarks.append(note)
-            actor_share, task_share = stage_cpus(ray.cluster_resources(), workers, cpus_per_worker)
-            stages = stage_plan(
+            actor_share, task_share = stage_cpus(
+                ray.cluster_resources(), workers, cpus_per_worker, layout
+            )
+            run_stages = stage_plan(
                 loaded,
                 worker_recipe,
                 settings,
@@ -444,6 +484,7 @@ def run_ray(
                 gpus_per_worker=gpus_per_worker,
                 threads=threads_per_worker or max(1, int(cpus_per_worker)),
                 search_path=os.getcwd(),
+                layout=layout,
             )
             bar = progress_bar(len(plan.todo), options.progress and len(plan.todo) > 3)
             seen: set[int] = set()
@@ -467,12 +508,12 @@ def run_ray(
 
             try:
                 groups = _groups(plan, plan.todo, settings.batch_size)
-                _run_pass(ray, groups, stages, workers, GROUP_RETRIES, take)
+                _run_pass(ray, groups, run_stages, workers, GROUP_RETRIES, take)
                 # a group whose worker process died 1 + GROUP_RETRIES times: its images alone
                 left = [i for i in plan.todo if i not in seen]
                 if left:  # one task per actor at a time: a death then costs no other image a try
                     alone = _groups(plan, left, 1, first=len(groups))
-                    _run_pass(ray, alone, stages, workers, IMAGE_RETRIES, take, 1)
+                    _run_pass(ray, alone, run_stages, workers, IMAGE_RETRIES, take, 1)
                 for i in plan.todo:
                     if i not in seen:
                         reason = (

@@ -19,9 +19,19 @@ part file; ``indices``: the images' positions in the run's inputs; ``files``: ab
   model as a whole or any other exception, which ends the run on the driver.
 
 Every stage catches the exceptions of its code and carries them in the row's ``error`` column, so
-a Ray task or actor call fails only when its process dies. :func:`stage_plan` says which stage runs
-how, with which resources; :func:`build_dataset` turns that plan into Ray Data ``map_batches``
-calls.
+a Ray task or actor call fails only when its process dies.
+
+A run lays the stages out in one of two ways (``gradcampp._ray.choose_layout``):
+
+- ``"split"``: read and write as CPU tasks, explain in a pool of actors (GPU or CPU), so decoding
+  and encoding run on CPUs beside a GPU that explains;
+- ``"fused"``: one pool of actors (:class:`FusedActor`), each of which runs the same three
+  functions one after the other on its group, in its own process: no views or maps cross the
+  object store and no other process competes for the cores, which is what pays on CPUs alone.
+
+``"auto"`` (the default) is ``"split"`` when each actor reserves GPUs and ``"fused"`` otherwise.
+:func:`stage_plan` says which stage runs how, with which resources; :func:`build_dataset` turns
+that plan into Ray Data ``map_batches`` calls.
 """
 
 from __future__ import annotations
@@ -165,7 +175,8 @@ class ExplainActor:
         if search_path and os.path.isdir(search_path) and search_path not in sys.path:
             sys.path.insert(0, search_path)
         set_threads(threads)
-        self.explain = ExplainStage(recipe.load(), settings)
+        self.loaded = recipe.load()
+        self.explain = ExplainStage(self.loaded, settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Explain each group's views; adds ``probs``, ``order``, ``explained``, ``maps``,
@@ -260,12 +271,47 @@ def write_stage(
     }
 
 
+class FusedActor:
+    """The three stages in one Ray actor (the ``"fused"`` layout): loads the model once, then runs
+    :func:`read_stage`, :meth:`ExplainActor.__call__` and :func:`write_stage` on each batch of
+    groups, in its own process; its output rows are :func:`write_stage`'s.
+
+    Args:
+        recipe, settings, threads, search_path: as :class:`ExplainActor`.
+        out_dir, run_id: as :func:`write_stage`.
+    """
+
+    def __init__(
+        self,
+        recipe: ModelRecipe,
+        settings: Settings,
+        out_dir: str,
+        run_id: str,
+        threads: int | None = None,
+        search_path: str | None = None,
+    ):
+        self.explain = ExplainActor(recipe, settings, threads, search_path)
+        self.settings, self.out_dir, self.run_id = settings, out_dir, run_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Read, explain and write every group of ``batch``; one output row per image, note and
+        error."""
+        loaded = self.explain.loaded
+        return write_stage(
+            self.explain(read_stage(batch, preprocess=loaded.preprocess)),
+            loaded=loaded,
+            settings=self.settings,
+            out_dir=self.out_dir,
+            run_id=self.run_id,
+        )
+
+
 @dataclass(frozen=True)
 class RayStage:
     """One stage of a Ray run: what runs, and how Ray runs it.
 
     Attributes:
-        name: ``"read"``, ``"explain"`` or ``"write"``.
+        name: ``"read"``, ``"explain"`` or ``"write"`` (split), ``"fused"`` (all three).
         fn: the function (tasks) or class (actors) given to ``map_batches``.
         compute: ``"tasks"`` (stateless CPU tasks) or ``"actors"`` (a fixed pool of actors).
         resources: what each task or actor reserves (``{"num_cpus": ..., "num_gpus": ...}``).
@@ -291,30 +337,41 @@ def stage_plan(
     gpus_per_worker: float = 0.0,
     threads: int | None = None,
     search_path: str | None = None,
+    layout: str = "split",
 ) -> list[RayStage]:
-    """The run's three stages: read and write as CPU tasks of ``task_cpus`` CPUs each, explain as
+    """The run's stages in ``layout`` (``"split"`` or ``"fused"``, see :func:`choose_layout`).
+
+    ``"split"``: three stages, read and write as CPU tasks of ``task_cpus`` CPUs each, explain as
     actors of ``actor_cpus`` CPUs (and ``gpus_per_worker`` GPUs when above 0) that load the model
     from ``recipe``. ``loaded`` (the driver's) gives the read tasks the preprocessing and the
-    write tasks the class names and description; its model is not sent."""
-    explain_resources = {"num_cpus": actor_cpus}
+    write tasks the class names and description; its model is not sent.
+
+    ``"fused"``: one stage, actors of ``actor_cpus`` CPUs (and ``gpus_per_worker`` GPUs) that
+    load the model and read, explain and write their groups (:class:`FusedActor`);
+    ``task_cpus`` is not used.
+
+    Raises:
+        ValueError: for another ``layout``.
+    """
+    actor_resources = {"num_cpus": actor_cpus}
     if gpus_per_worker > 0:
-        explain_resources["num_gpus"] = gpus_per_worker
+        actor_resources["num_gpus"] = gpus_per_worker
+    model_kwargs = {
+        "recipe": recipe,
+        "settings": settings,
+        "threads": threads,
+        "search_path": search_path,
+    }
+    if layout == "fused":
+        kwargs = {**model_kwargs, "out_dir": str(out_dir), "run_id": run_id}
+        return [RayStage("fused", FusedActor, "actors", actor_resources, kwargs)]
+    if layout != "split":
+        raise ValueError(f"layout must be 'split' or 'fused', got {layout!r}")
     return [
         RayStage(
             "read", read_stage, "tasks", {"num_cpus": task_cpus}, {"preprocess": loaded.preprocess}
         ),
-        RayStage(
-            "explain",
-            ExplainActor,
-            "actors",
-            explain_resources,
-            {
-                "recipe": recipe,
-                "settings": settings,
-                "threads": threads,
-                "search_path": search_path,
-            },
-        ),
+        RayStage("explain", ExplainActor, "actors", actor_resources, model_kwargs),
         RayStage(
             "write",
             write_stage,
