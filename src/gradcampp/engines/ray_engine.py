@@ -419,7 +419,7 @@ def run_ray(
         stages: how the stages are laid out: ``"split"`` (read and write as CPU tasks, explain
             in the actors), ``"fused"`` (each actor reads, explains and writes its groups) or
             ``"auto"``: split when ``gpus_per_worker > 0``, fused otherwise
-            (``engines.ray_stages.choose_layout``).
+            (``gradcampp._ray.choose_layout``).
         loaded: the model already loaded on the driver, if the caller has it.
 
     Raises:

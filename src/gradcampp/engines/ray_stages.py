@@ -27,7 +27,8 @@ A run lays the stages out in one of two ways (``gradcampp._ray.choose_layout``):
   and encoding run on CPUs beside a GPU that explains;
 - ``"fused"``: one pool of actors (:class:`FusedActor`), each of which runs the same three
   functions one after the other on its group, in its own process: no views or maps cross the
-  object store and no other process competes for the cores, which is what pays on CPUs alone.
+  object store and no reading or writing process competes with the model for the cores, which
+  is what pays on CPUs alone.
 
 ``"auto"`` (the default) is ``"split"`` when each actor reserves GPUs and ``"fused"`` otherwise.
 :func:`stage_plan` says which stage runs how, with which resources; :func:`build_dataset` turns
