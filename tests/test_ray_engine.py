@@ -674,6 +674,8 @@ def test_a_bad_ray_stages_value_is_a_one_line_usage_error(shapes, tmp_path, caps
         "gradcampp: error: argument --ray-stages: invalid choice: 'both' (choose from 'auto', "
         "'split', 'fused') (see gradcampp explain --help)"
     ]
+    with pytest.raises(ValueError, match="stages must be one of auto, split, fused, got 'both'"):
+        gradcampp.ray.explain_files([shapes], out, "demo", stages="both", progress=False)
     assert explain(shapes, out, "--ray-stages", "split") == 2  # the local engine has no stages
     assert capsys.readouterr().err.splitlines() == [
         "gradcampp: error: --ray-stages need --engine ray"
