@@ -50,7 +50,7 @@ def test_demo_writes_every_file_with_its_shape(demo_run):
         for method in ("gradcampp", "gradcam"):
             raw = load_map(out / f"{name}.{method}.npy")
             assert raw.shape == (64, 64) and raw.dtype == np.float32 and raw.max() > 0
-            with Image.open(out / f"{name}.{method}.png") as picture:
+            with Image.open(out / f"{name}.{method}.jpg") as picture:
                 assert picture.size == (192, 192) and picture.mode == "RGB"
         record = json.loads((out / f"{name}.json").read_text())
         assert [row["class_name"] for row in record["top_classes"]] != []

@@ -86,8 +86,9 @@ def test_explain_writes_every_file_with_its_shape(tmp_path, images, tiny_spec, c
             raw = load_map(out / f"{stem}.{method}.npy")
             assert raw.shape == (32, 32) and raw.dtype == np.float32
             assert raw.min() >= 0.0 and raw.max() > 0.0
-            with Image.open(out / f"{stem}.{method}.png") as picture:
-                assert picture.mode == "RGB" and picture.size == (192, 192)  # 32 px enlarged x6
+            with Image.open(out / f"{stem}.{method}.jpg") as picture:
+                assert picture.format == "JPEG" and picture.mode == "RGB"
+                assert picture.size == (192, 192)  # 32 px enlarged x6
         record = json.loads((out / f"{stem}.json").read_text())
         assert record["size"] == [32, 32]
         assert record["layer"] == "features"
@@ -165,7 +166,7 @@ def test_top_k_and_target(tmp_path, images, tiny_spec):
     ranks = [row["class_index"] for row in record["top_classes"][:3]]
     assert [row["class_index"] for row in record["explained"]] == ranks
     assert sorted(record["files"]["overlays"]["gradcampp"]) == [
-        f"cat.gradcampp.{k}-class_{c}.png" for k, c in enumerate(ranks, start=1)
+        f"cat.gradcampp.{k}-class_{c}.jpg" for k, c in enumerate(ranks, start=1)
     ]
     out = tmp_path / "target"
     assert (
@@ -230,7 +231,7 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, images, tiny_spec, caps
     code = main(["explain", str(images), "--model", tiny_spec, "--size", "16", "--out", str(out)])
     assert code == EXIT_SKIPPED
     assert "broken.png" in capsys.readouterr().err
-    assert (out / "cat.gradcampp.png").is_file() and (out / "dog.gradcampp.png").is_file()
+    assert (out / "cat.gradcampp.jpg").is_file() and (out / "dog.gradcampp.jpg").is_file()
     assert not list(out.glob("broken*"))
     assert "broken.png" in (out / "index.html").read_text()  # listed under "Skipped"
 
@@ -458,7 +459,7 @@ def test_torchvision_architecture_with_a_local_state_dict(tmp_path, images):
             224,
             224,
         )  # resize 256, crop 224
-        with Image.open(out / f"{stem}.input.png") as picture:
+        with Image.open(out / f"{stem}.input.jpg") as picture:
             assert picture.size == (224, 224)
     record = json.loads((out / "wide.json").read_text())
     assert record["layer"] == "layer4"
@@ -536,3 +537,36 @@ def test_torchvision_state_dict_with_another_number_of_classes(tmp_path, images,
     assert all(0 <= row["class_index"] < 10 for row in record["top_classes"])
     top = record["top_classes"][0]
     assert top["class_name"] == f"class {top['class_index']}"  # not ImageNet names
+
+
+def test_png_pictures_are_the_exact_view_and_the_default_jpeg_ones_are_close(
+    tmp_path, images, tiny_spec
+):
+    from gradcampp.images import Preprocess, read_view
+
+    outs = {}
+    for pictures in ("jpeg", "png"):
+        outs[pictures] = tmp_path / pictures
+        args = ["explain", str(images), "--model", tiny_spec, "--size", "32", "-q"]
+        assert main([*args, "--pictures", pictures, "--out", str(outs[pictures])]) == EXIT_OK
+    assert not list(outs["jpeg"].glob("cat.*.png")) and not list(outs["png"].glob("cat.*.jpg"))
+    for stem, source in (("cat", "cat.jpg"), ("dog", "dog.png")):
+        with Image.open(outs["png"] / f"{stem}.input.png") as picture:
+            lossless = np.asarray(picture)
+        view = read_view(images / source, Preprocess(size=32))
+        np.testing.assert_array_equal(lossless, view.repeat(6, axis=0).repeat(6, axis=1))
+        for kind in ("input", "gradcampp"):
+            with Image.open(outs["png"] / f"{stem}.{kind}.png") as picture:
+                exact = np.asarray(picture, dtype=int)
+            with Image.open(outs["jpeg"] / f"{stem}.{kind}.jpg") as picture:
+                assert picture.format == "JPEG"
+                sampling = [(h, v) for _, h, v, _ in picture.layer]  # type: ignore[attr-defined]
+                assert sampling == [(1, 1)] * 3  # no chroma subsampling (4:4:4)
+                lossy = np.asarray(picture, dtype=int)
+            error = np.abs(lossy - exact)
+            # random pixels enlarged 6x are a hard case for JPEG: about 2.2 levels on average
+            # here, about 1.4 on photographs (benchmarks/pipeline_stages.py)
+            assert 0 < error.mean() <= 3.0 and error.max() <= 48, (stem, kind, error.max())
+    record = json.loads((outs["jpeg"] / "cat.json").read_text())
+    assert record["files"]["input"] == "cat.input.jpg"
+    assert record["files"]["overlays"] == {"gradcampp": "cat.gradcampp.jpg"}

@@ -213,7 +213,7 @@ def test_symlinks_in_out_are_replaced_not_written_through(tmp_path, capsys):
     out = tmp_path / "out"
     code, err = run(capsys, "explain", tmp_path / "a.png", *TINY, "--out", out)
     assert code == EXIT_OK, err
-    names = ("a.json", "a.input.png", "index.html", "predictions.csv")
+    names = ("a.json", "a.input.jpg", "index.html", "predictions.csv")
     for name in names:  # files of gradcampp's (the manifest lists them) swapped for links
         (out / name).unlink()
         (out / name).symlink_to(victim)

@@ -60,7 +60,7 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path, capsys, tiny_model):
         ["explain", str(tmp_path / "ramp16.png"), *TINY, "--size", "8x256", "--out", str(out)]
     )
     assert code == EXIT_OK
-    with Image.open(out / "ramp16.input.png") as picture:
+    with Image.open(out / "ramp16.input.jpg") as picture:
         seen = np.asarray(picture)
     assert len(np.unique(seen)) > 200  # a ramp, not {0, 255}
     assert capsys.readouterr().err == ""

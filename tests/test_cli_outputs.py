@@ -35,9 +35,12 @@ def test_names_whose_results_would_overwrite_an_input_in_out_are_passed_over(tmp
     ("file_name", "blocked"),
     [
         ("b.input.png", {"b"}),
+        ("b.input.JPG", {"b"}),  # either picture format, whichever a run writes
         ("B.JSON", {"b"}),
         ("c.gradcam.npy", {"c"}),
         ("x.gradcampp.12-tabby_cat.png", {"x"}),
+        ("y.gradcam.3-dog.jpg", {"y"}),
+        ("z.gradcam.jpeg", set()),  # a run writes .jpg, never .jpeg
         ("x.gradcampp.12-tabby cat.png", set()),  # a slug has no spaces: no result is named so
         ("a.b.json", {"a.b"}),
         ("plain.png", set()),

@@ -38,7 +38,7 @@ from gradcampp.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from gradcampp.maps import load_map
 
 TINY = ["--model", "hostile_models:make", "--size", "16", "-q"]
-RESULTS = (".json", ".npy", ".png", ".csv", ".html")
+RESULTS = (".json", ".npy", ".jpg", ".png", ".csv", ".html")
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +112,7 @@ def assert_same_results(out: Path, reference: Path, redone: set[str]) -> None:
             a, b = load_map(new), load_map(old)  # + one float16 step of the stored maps
             atol = (2e-5 + 2.0**-11) * float(b.max())
             np.testing.assert_allclose(a, b, rtol=0, atol=atol)
-        elif name.endswith(".png"):
+        elif name.endswith((".jpg", ".png")):
             a = np.asarray(Image.open(new), dtype=int)
             b = np.asarray(Image.open(old), dtype=int)
             assert np.abs(a - b).max() <= 2, name
@@ -149,16 +149,16 @@ def test_a_link_named_like_a_result_in_the_inputs_folder_is_kept(tmp_path, capsy
     images(picture.parent, ["picture.png"])
     folder = tmp_path / "photos"
     images(folder, ["b.png"])
-    (folder / "b.input.png").symlink_to(picture)
+    (folder / "b.input.jpg").symlink_to(picture)
     before = tree(tmp_path)
     code, err = run(capsys, "explain", folder, *TINY, "--out", folder)
     assert code == EXIT_OK, err
     after = tree(tmp_path)
-    assert after["photos/b.input.png"] == ("link", str(picture))  # the user's link is kept
+    assert after["photos/b.input.jpg"] == ("link", str(picture))  # the user's link is kept
     assert {k: after[k] for k in before} == before  # nothing that was there changed
     record = json.loads((folder / "b-2.json").read_text())
     assert (record["name"], record["input"]) == ("b-2", "b.png")
-    assert (folder / "b-2.input.png").is_file()
+    assert (folder / "b-2.input.jpg").is_file()
     new = set(after) - set(before)
     assert all(k.startswith("photos/") for k in new)  # nothing outside --out
 
@@ -202,7 +202,7 @@ def test_files_in_out_that_gradcampp_did_not_write_are_never_replaced(tmp_path, 
     assert json.loads((folder / "cat-2.json").read_text())["input"] == "cat.png"
     assert json.loads((folder / "dog.json").read_text())["input"] == "dog.png"
     assert (folder / "index-2.html").is_file() and (folder / "predictions-2.csv").is_file()
-    assert "./cat-2.input.png" in (folder / "index-2.html").read_text()
+    assert "./cat-2.input.jpg" in (folder / "index-2.html").read_text()
 
 
 def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
@@ -348,6 +348,52 @@ def test_records_that_do_not_match_the_schema_are_redone_and_said(tmp_path, caps
         assert reason in line and "is explained again" in line, line
     assert_same_results(out, tmp_path / "reference", set("abcdef"))
     assert tree(tmp_path / "in") == outside
+
+
+@pytest.mark.parametrize(
+    ("pictures", "victim", "kind"),
+    [("jpeg", "a.input.jpg", "JPEG"), ("png", "a.gradcampp.png", "PNG")],
+)
+def test_a_truncated_picture_is_redone(tmp_path, capsys, pictures, victim, kind):
+    out = first_run(tmp_path, capsys, "--pictures", pictures)
+    shutil.copytree(out, tmp_path / "reference")
+    data = (out / victim).read_bytes()
+    (out / victim).write_bytes(data[: len(data) // 2])
+    code, err = run(
+        capsys, "explain", tmp_path / "in", *TINY, "--batch-size", "2",
+        "--pictures", pictures, "--resume", "--out", out,
+    )  # fmt: skip
+    assert code == EXIT_OK, err
+    [line] = warnings_of(err)
+    assert "--resume: a.json is not a record gradcampp wrote" in line, line
+    assert f"{victim} is not a whole {kind} file" in line and "is explained again" in line, line
+    assert_same_results(out, tmp_path / "reference", {"a"})
+
+
+def test_resume_with_other_pictures_stops_and_names_the_difference(tmp_path, capsys):
+    out = first_run(tmp_path, capsys)
+    before = tree(tmp_path)
+    code, err = run(
+        capsys, "explain", tmp_path / "in", *TINY, "--pictures", "png", "--resume", "--out", out
+    )
+    assert code == EXIT_USAGE
+    one_error(err, "--resume:", "pictures: 'jpeg' then, 'png' now", "rerun with the same options")
+    assert tree(tmp_path) == before
+
+
+def test_a_run_file_without_the_newer_settings_holds_what_earlier_runs_used(tmp_path, capsys):
+    earlier = ("--pictures", "png", "--map-dtype", "float32")  # what every run wrote before
+    out = first_run(tmp_path, capsys, *earlier)
+    settings = json.loads((out / ".gradcampp-run").read_text())
+    del settings["pictures"], settings["map_dtype"]  # as earlier versions recorded it
+    (out / ".gradcampp-run").write_text(json.dumps(settings))
+    inodes = {p.name: p.stat().st_ino for p in out.glob("[a-f].*")}
+    code, err = run(capsys, "explain", tmp_path / "in", *TINY, *earlier, "--resume", "--out", out)
+    assert code == EXIT_OK and warnings_of(err) == [], err
+    assert {p.name: p.stat().st_ino for p in out.glob("[a-f].*")} == inodes  # none redone
+    code, err = run(capsys, "explain", tmp_path / "in", *TINY, "--resume", "--out", out)
+    assert code == EXIT_USAGE
+    one_error(err, "map_dtype: 'float32' then, 'float16' now", "pictures: 'png' then, 'jpeg' now")
 
 
 def test_a_record_with_a_disagreement_out_of_range_is_redone(tmp_path, capsys):

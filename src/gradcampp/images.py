@@ -282,18 +282,42 @@ def read_image(
 PNG_OPTIONS: dict[str, int] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 
-def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write ``rgb`` (``uint8``, or floats in ``[0, 1]``) ``(H, W, 3)`` as a PNG file.
+#: The formats of the pictures a run writes (``--pictures``): file suffix, Pillow format and
+#: encoder options. JPEG at quality 95 without chroma subsampling (4:4:4, so the colour map's hues
+#: stay sharp) takes about a third of a PNG's bytes and a twentieth of its encoding time, within
+#: about 1.5 levels of 255 on average; PNG is lossless (``benchmarks/pipeline_stages.py``).
+PICTURE_FORMATS: dict[str, tuple[str, str, dict[str, int]]] = {
+    "jpeg": (".jpg", "JPEG", {"quality": 95, "subsampling": 0}),
+    "png": (".png", "PNG", PNG_OPTIONS),
+}
+DEFAULT_PICTURES = "jpeg"
 
-    Encoded with ``PNG_OPTIONS`` (lossless). The file is written under a temporary name and
-    renamed onto ``path`` (``_files``): a symbolic link at ``path`` is replaced, never written
-    through.
+
+def check_pictures(pictures: str) -> str:
+    """``pictures`` if it is a key of ``PICTURE_FORMATS``, else a ValueError naming them."""
+    if pictures not in PICTURE_FORMATS:
+        raise ValueError(f"pictures must be one of {tuple(PICTURE_FORMATS)}, got {pictures!r}")
+    return pictures
+
+
+def save_picture(path: str | os.PathLike[str], rgb: np.ndarray, pictures: str = "png") -> None:
+    """Write ``rgb`` (``uint8``, or floats in ``[0, 1]``) ``(H, W, 3)`` as a picture file.
+
+    Encoded as ``PICTURE_FORMATS[pictures]`` says (``"png"``: lossless). The file is written
+    under a temporary name and renamed onto ``path`` (``_files``): a symbolic link at ``path``
+    is replaced, never written through.
     """
+    _, fmt, options = PICTURE_FORMATS[check_pictures(pictures)]
     array = np.asarray(rgb)
     if array.dtype != np.uint8:
         array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     picture = _pil().fromarray(array)  # type: ignore[attr-defined]
-    write_atomically(path, lambda file: picture.save(file, format="PNG", **PNG_OPTIONS))
+    write_atomically(path, lambda file: picture.save(file, format=fmt, **options))
+
+
+def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
+    """Write ``rgb`` as a lossless PNG file (:func:`save_picture`)."""
+    save_picture(path, rgb, "png")
 
 
 def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:

@@ -96,15 +96,16 @@ def safe_stem(path: str | os.PathLike[str]) -> str:
 def blocked_names(file_names: Iterable[str], methods: Sequence[str]) -> set[str]:
     """The result names (casefolded) whose result files would take one of ``file_names``.
 
-    A run writes ``NAME.input.png``, ``NAME.json``, ``NAME.<method>.npy``, ``NAME.<method>.png``
-    and ``NAME.<method>.<rank>-<slug>.png`` (slug: letters, digits, ``_``); so ``b.input.png``
-    blocks ``b`` and ``c.gradcampp.png`` blocks ``c``.
+    A run writes ``NAME.input.P``, ``NAME.json``, ``NAME.<method>.npy``, ``NAME.<method>.P``
+    and ``NAME.<method>.<rank>-<slug>.P`` (slug: letters, digits, ``_``; ``P`` the pictures'
+    suffix, ``jpg`` or ``png``: both are counted whatever the run writes); so ``b.input.png``
+    blocks ``b`` and ``c.gradcampp.jpg`` blocks ``c``.
     """
-    suffixes = [".input.png", ".json"]
-    suffixes += [f".{m}.{ext}" for m in methods for ext in ("npy", "png")]
+    suffixes = [".input.png", ".input.jpg", ".json"]
+    suffixes += [f".{m}.{ext}" for m in methods for ext in ("npy", "png", "jpg")]
     suffixes = [suffix.casefold() for suffix in suffixes]
     ranked = re.compile(
-        r"\.(?:" + "|".join(re.escape(m) for m in methods) + r")\.\d+-[A-Za-z0-9_]+\.png\Z",
+        r"\.(?:" + "|".join(re.escape(m) for m in methods) + r")\.\d+-[A-Za-z0-9_]+\.(?:png|jpg)\Z",
         re.IGNORECASE,
     )
     blocked: set[str] = set()
@@ -187,20 +188,22 @@ def class_name(classes: Sequence[str] | None, index: int) -> str:
     return classes[index] if classes is not None and index < len(classes) else f"class {index}"
 
 
-def result_file_names(name: str, methods: Sequence[str], labels: Sequence[str] | None) -> dict:
+def result_file_names(
+    name: str, methods: Sequence[str], labels: Sequence[str] | None, *, suffix: str
+) -> dict:
     """The files of one image: ``input``, ``json``, and per method its ``map`` and ``overlays``.
 
     ``labels``: the explained class names when each target has its own overlay (``--top-k``);
-    None for one overlay per method.
+    None for one overlay per method. ``suffix``: the pictures' (``".jpg"`` or ``".png"``).
     """
-    files: dict[str, Any] = {"input": f"{name}.input.png", "json": f"{name}.json"}
+    files: dict[str, Any] = {"input": f"{name}.input{suffix}", "json": f"{name}.json"}
     for method in methods:
         files[method] = {
             "map": f"{name}.{method}.npy",
-            "overlays": [f"{name}.{method}.png"]
+            "overlays": [f"{name}.{method}{suffix}"]
             if labels is None
             else [
-                f"{name}.{method}.{rank}-{_slug(label)}.png"
+                f"{name}.{method}.{rank}-{_slug(label)}{suffix}"
                 for rank, label in enumerate(labels, start=1)
             ],
         }

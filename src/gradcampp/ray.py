@@ -249,6 +249,7 @@ def explain_files(
     cmap: str = "inferno",
     alpha: float = 0.5,
     overlays: bool = True,
+    pictures: str = "jpeg",
     format: str = "files",
     full_size: bool = False,
     map_dtype: str = "float16",
@@ -270,9 +271,9 @@ def explain_files(
             ``--gpus-per-worker``, ``--ray-stages`` (Ray only; ``stages="auto"``: split when
             ``gpus_per_worker > 0``, fused otherwise).
         methods, target, top_k, layer, batch_size, cmap, alpha: as the command line's options.
-        overlays: False as ``--no-overlays``; format, full_size, resume, report_sample: as
-            ``--format``, ``--full-size``, ``--resume``, ``--report-sample``; map_dtype: as
-            ``--map-dtype``.
+        overlays: False as ``--no-overlays``; pictures, format, full_size, resume,
+            report_sample, map_dtype: as ``--pictures``, ``--format``, ``--full-size``,
+            ``--resume``, ``--report-sample``, ``--map-dtype``.
         progress: show the progress bar.
         device: the torch device of the model.
         **model_options: ``weights``, ``allow_pickle``, ``classes``, ``size``, ``mean``, ``std``.
@@ -299,6 +300,7 @@ def explain_files(
         cmap=cmap,
         alpha=alpha,
         overlays=overlays,
+        pictures=pictures,
         format=format,
         full_size=full_size,
         map_dtype=map_dtype,

@@ -9,7 +9,8 @@ The run file (JSON object, ``run_settings``) holds the settings that decide the 
 that is not such an object (not a regular file, too large, not UTF-8 JSON, a list, ``null``,
 other keys) stops ``--resume`` with one line (``RunFileError``): continuing would either redo
 every image and duplicate them in a dataset, or trust files of unknown settings. One with other
-values stops it too, listing the differences.
+values stops it too, listing the differences. A run file of an earlier version, which has no
+``map_dtype`` or ``pictures``, holds the values that version used (``IMPLIED_SETTINGS``).
 
 An image's record (``NAME.json``, or its row of the Parquet dataset) is trusted when
 ``record_problem`` finds nothing: a JSON object with exactly the keys ``input``, ``name``,
@@ -19,7 +20,7 @@ An image's record (``NAME.json``, or its row of the Parquet dataset) is trusted 
 probabilities in ``[0, 1]``, best first; the explained classes the ones the settings ask for;
 ``files`` exactly the files gradcampp writes for it, each a regular file that is whole (a map
 ``.npy`` of the image's size, of the length its header states; a PNG that ends with its IEND
-chunk). Any other record is redone, and the run says so.
+chunk, a JPEG with its end-of-image marker). Any other record is redone, and the run says so.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from gradcampp._files import NotRegularFileError, read_regular, write_text
+from gradcampp.images import PICTURE_FORMATS
 from gradcampp.model_specs import LoadedModel
 from gradcampp.out_folder import RUN_FILE
 from gradcampp.outputs import class_name, result_file_names
@@ -46,7 +48,17 @@ MAX_RECORD_BYTES = 16 << 20
 RECORD_KEYS = frozenset(
     ["input", "name", "model", "layer", "size", "top_classes", "explained", "files"]
 )
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+#: How each kind of picture starts and ends when whole: PNG's signature and IEND chunk, JPEG's
+#: start-of-image and end-of-image markers.
+PICTURE_BOUNDS = {
+    ".png": (b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND\xaeB`\x82"),
+    ".jpg": (b"\xff\xd8\xff", b"\xff\xd9"),
+}
+
+
+#: Settings that run files of earlier versions leave out, with the value those runs used: maps
+#: were float32 before they could be stored in float16, and pictures PNG before JPEG.
+IMPLIED_SETTINGS = {"map_dtype": "float32", "pictures": "png"}
 
 
 class RunFileError(ValueError):
@@ -57,8 +69,6 @@ def run_settings(loaded: LoadedModel, settings: Settings) -> dict[str, Any]:
     """The settings recorded in ``.gradcampp-run``: everything that decides an image's outputs."""
     values = asdict(settings)
     values.pop("batch_size")  # the maps do not depend on it
-    if settings.map_dtype == "float32":  # as recorded before maps could be stored in float16
-        values.pop("map_dtype")
     values["methods"] = list(settings.methods)
     pre = loaded.preprocess
     return {
@@ -107,6 +117,7 @@ def read_run_file(out_dir: Path, current: dict[str, Any]) -> dict[str, Any] | No
             f"--resume: {shown} holds a JSON {type(previous).__name__}, not the object of "
             f"settings gradcampp writes; {advice}"
         )
+    previous = {**IMPLIED_SETTINGS, **previous}
     if set(previous) != set(current):
         keys = sorted(set(previous) ^ set(current))
         raise RunFileError(
@@ -180,7 +191,12 @@ def _class_rows(rows: Any, what: str, classes: Sequence[str] | None) -> str | No
 def expected_files(name: str, settings: Settings, labels: Sequence[str]) -> dict[str, Any]:
     """The ``files`` entry gradcampp writes in the record of image ``name`` (``labels``: the
     explained class names)."""
-    files = result_file_names(name, settings.methods, labels if settings.top_k else None)
+    files = result_file_names(
+        name,
+        settings.methods,
+        labels if settings.top_k else None,
+        suffix=PICTURE_FORMATS[settings.pictures][0],
+    )
     overlays = {
         m: (files[m]["overlays"] if settings.top_k else files[m]["overlays"][0])
         if settings.overlays
@@ -225,20 +241,22 @@ def npy_problem(path: Path, spatial: Sequence[int], maps: int | None) -> str | N
     return None
 
 
-def png_problem(path: Path) -> str | None:
-    """Why ``path`` is not a whole PNG file of gradcampp's, or None."""
+def picture_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole picture of gradcampp's (PNG or JPEG, by its suffix), or None."""
+    head, end = PICTURE_BOUNDS[path.suffix]
+    kind = "PNG" if path.suffix == ".png" else "JPEG"
     try:
         info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode) or info.st_size < 8 + len(PNG_END):
-            return f"{path.name} is not a whole PNG file"
+        if not stat.S_ISREG(info.st_mode) or info.st_size < len(head) + len(end):
+            return f"{path.name} is not a whole {kind} file"
         with open(path, "rb") as file:
-            head = file.read(8)
-            file.seek(-len(PNG_END), os.SEEK_END)
+            start = file.read(len(head))
+            file.seek(-len(end), os.SEEK_END)
             tail = file.read()
     except OSError as error:
         return f"{path.name} cannot be read ({error.strerror or error})"
-    if head != b"\x89PNG\r\n\x1a\n" or tail != PNG_END:
-        return f"{path.name} is not a whole PNG file"
+    if start != head or tail != end:
+        return f"{path.name} is not a whole {kind} file"
     return None
 
 
@@ -310,7 +328,7 @@ def record_problem(
         if value is not None:
             pictures.extend(value if isinstance(value, list) else [value])
     for picture in pictures:
-        problem = png_problem(out_dir / picture)
+        problem = picture_problem(out_dir / picture)
         if problem:
             return problem
     return None

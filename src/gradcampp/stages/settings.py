@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradcampp.explainers import GradCAM, GradCAMPP
+from gradcampp.images import DEFAULT_PICTURES, check_pictures
 from gradcampp.maps import DEFAULT_MAP_DTYPE, check_map_dtype
 
 METHODS: dict[str, tuple[type[GradCAM], str]] = {
@@ -32,8 +33,10 @@ class Settings:
         batch_size: images per forward pass.
         show_top: how many top classes each record lists.
         cmap, alpha: overlay colour map and heatmap weight.
-        overlays: write the PNG pictures (the input as the model saw it and one overlay per map)
+        overlays: write the pictures (the input as the model saw it and one overlay per map)
             and the report.
+        pictures: their format: ``"jpeg"`` (quality 95, no chroma subsampling) or ``"png"``
+            (lossless; ``gradcampp.images.PICTURE_FORMATS``).
         format: ``"files"`` (a ``.npy`` and a ``.json`` per image) or ``"parquet"`` (rows of a
             Parquet dataset, see ``gradcampp.parquet``).
         full_size: Parquet maps at the input's resolution instead of the layer's.
@@ -50,12 +53,14 @@ class Settings:
     cmap: str = "inferno"
     alpha: float = 0.5
     overlays: bool = True
+    pictures: str = DEFAULT_PICTURES
     format: str = "files"
     full_size: bool = False
     map_dtype: str = DEFAULT_MAP_DTYPE
 
     def __post_init__(self) -> None:
         check_map_dtype(self.map_dtype)
+        check_pictures(self.pictures)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"methods must be among {sorted(METHODS)}, got {list(self.methods)}")

@@ -3,9 +3,11 @@
 For each explained image ``NAME.ext`` (``NAME`` made unique within the run, see
 ``gradcampp.outputs``) the output directory receives:
 
-- ``NAME.input.png``: the image as the model saw it (resized/cropped);
-- ``NAME.<method>.png``: the overlay of each method (``gradcampp``, ``gradcam``), or with several
-  targets ``NAME.<method>.<rank>-<class>.png``;
+- ``NAME.input.jpg``: the image as the model saw it (resized/cropped);
+- ``NAME.<method>.jpg``: the overlay of each method (``gradcampp``, ``gradcam``), or with several
+  targets ``NAME.<method>.<rank>-<class>.jpg``;
+- (the pictures are ``.png`` files instead with ``pictures="png"``: lossless, about three times
+  the bytes; ``gradcampp.images.PICTURE_FORMATS``)
 - ``NAME.<method>.npy``: the raw map at the model's input resolution, ``(H, W)``, or
   ``(T, H, W)`` for ``T`` explained classes: float16 values with a float32 scale per map by
   default, plain float32 with ``map_dtype="float32"`` (``gradcampp.maps``; read either with
@@ -38,7 +40,7 @@ import numpy as np
 
 from gradcampp._files import write_text
 from gradcampp.disagreement import disagreement
-from gradcampp.images import save_png
+from gradcampp.images import DEFAULT_PICTURES, PICTURE_FORMATS, save_picture
 from gradcampp.maps import DEFAULT_MAP_DTYPE, save_map
 from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import (
@@ -89,6 +91,7 @@ def write_image_results(
     cmap: str = "inferno",
     alpha: float = 0.5,
     overlays: bool = True,
+    pictures: str = DEFAULT_PICTURES,
     per_image_files: bool = True,
     map_dtype: str = DEFAULT_MAP_DTYPE,
 ) -> dict[str, Any]:
@@ -100,7 +103,8 @@ def write_image_results(
         loaded: the model (class names, description); layer: the explained layer's name.
         several: whether each explained class gets its own overlay (``--top-k``).
         show_top: top classes listed; cmap, alpha: overlays.
-        overlays: write the pictures (``NAME.input.png`` and the overlays); per_image_files:
+        overlays: write the pictures (``NAME.input.jpg`` and the overlays); pictures: their
+            format (``gradcampp.images.PICTURE_FORMATS``); per_image_files:
             write ``NAME.<method>.npy`` and ``NAME.json`` (False: the caller stores the maps and
             the record elsewhere, e.g. in Parquet).
         map_dtype: how ``NAME.<method>.npy`` stores the maps (``gradcampp.maps``).
@@ -111,7 +115,8 @@ def write_image_results(
     """
     methods = list(found.maps)
     labels = [class_name(loaded.classes, int(c)) for c in found.explained]
-    files = result_file_names(name, methods, labels if several else None)
+    suffix = PICTURE_FORMATS[pictures][0]
+    files = result_file_names(name, methods, labels if several else None, suffix=suffix)
     every = (
         [files["input"], *(o for m in methods for o in files[m]["overlays"])] if overlays else []
     )
@@ -136,7 +141,7 @@ def write_image_results(
     try:
         display = _display(view)
         if overlays:
-            save_png(claim(files["input"]), display)
+            save_picture(claim(files["input"]), display, pictures)
         for method in methods:
             per_image = found.maps[method]  # (T, H, W)
             if per_image_files:
@@ -145,8 +150,9 @@ def write_image_results(
                 )
             if not overlays:
                 continue
-            for t, png in enumerate(files[method]["overlays"]):
-                save_png(claim(png), overlay(display, per_image[t], cmap=cmap, alpha=alpha))
+            for t, picture in enumerate(files[method]["overlays"]):
+                shown = overlay(display, per_image[t], cmap=cmap, alpha=alpha)
+                save_picture(claim(picture), shown, pictures)
         explained: list[dict[str, Any]] = [
             {"class_index": int(c), "class_name": label, "probability": float(found.probs[c])}
             for c, label in zip(found.explained, labels, strict=True)
@@ -270,6 +276,7 @@ def write_group(
                 cmap=s.cmap,
                 alpha=s.alpha,
                 overlays=s.overlays,
+                pictures=s.pictures,
                 per_image_files=s.format == "files",
                 map_dtype=s.map_dtype,
             )
