@@ -9,14 +9,18 @@ writing; that earlier way is reproduced here as the baseline:
   ``read_view`` (JPEG decoded at a reduced size with ``draft``, one resize, the crop). Inputs: a
   4000x3000 (12 MP) phone-sized JPEG, smooth and with sensor noise (entropy decoding, which no
   reduction avoids, grows with the noise), a 500x375 JPEG and a 500x375 PNG. The mean absolute
-  difference between the two views is printed too.
-- **write**: one image's files from its explanation (ResNet-50, random weights, batch 8).
-  Baseline: colour maps by a matplotlib call per map, Pillow's default PNG level (6) and
-  float32 maps. Now: the 256-entry colour table, PNG level 1 with run-length matching, float16
-  maps with a float32 scale per map. For ``--format files`` with and without overlays and for
-  Parquet rows (7x7 maps).
+  difference between the two views is printed too, and for the 12 MP files the *ceiling*: the
+  time of a decode at 1/8 of the size alone, below which no libjpeg-based reading can go.
+- **write**: one image's files from its explanation (ResNet-50, random weights, batch 8), for
+  16 photographs: scikit-image's sample photos (astronaut, chelsea, coffee, rocket) at 500x375,
+  each also mirrored and upside down. Baseline: colour maps by a matplotlib call per map,
+  PNG pictures at Pillow's default level (6) and float32 maps. Now: the 256-entry colour
+  table, JPEG pictures (quality 95, 4:4:4; or with ``--pictures png``, PNG level 1 with
+  run-length matching), float16 maps with a float32 scale per map. For ``--format files`` with
+  and without overlays and for Parquet rows (7x7 maps).
 - **output**: bytes written per image in each case.
-- **pictures**: one 224 px overlay encoded in several ways: time, bytes and whether lossless.
+- **pictures**: one photograph's 224 px view and its overlay encoded in several ways: time,
+  bytes and the error against the lossless picture.
 - **explain**: ResNet-50 on one core (for scale; a GPU's rate is not measured here).
 
 From the rates it derives how many CPU cores keep one GPU busy (the table in ``docs/ray.md``):
@@ -96,17 +100,31 @@ def matplotlib_colorize(values: Any, cmap: str = "inferno") -> np.ndarray:
     return np.asarray(np.asarray(matplotlib.colormaps[cmap](clipped))[..., :3], dtype=np.float32)
 
 
+def photographs(count: int) -> list[np.ndarray]:
+    """``count`` photographs of 500x375: scikit-image's sample photos, each as it is, mirrored,
+    upside down and both."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    sized = [
+        np.asarray(Image.fromarray(p).resize((500, 375), Image.Resampling.LANCZOS)) for p in photos
+    ]
+    variants = [lambda a: a, np.fliplr, np.flipud, lambda a: a[::-1, ::-1]]
+    every = [np.ascontiguousarray(turn(p)) for turn in variants for p in sized]
+    return every[:count]
+
+
 @contextmanager
 def earlier_writer() -> Iterator[None]:
     """Write as before: matplotlib colouring and Pillow's default PNG level."""
-    colorize, options = gradcampp.viz.colorize, gradcampp.images.PNG_OPTIONS
+    colorize, png = gradcampp.viz.colorize, gradcampp.images.PICTURE_FORMATS["png"]
     gradcampp.viz.colorize = matplotlib_colorize  # type: ignore[assignment]
-    gradcampp.images.PNG_OPTIONS = {}
+    gradcampp.images.PICTURE_FORMATS["png"] = (".png", "PNG", {})
     try:
         yield
     finally:
         gradcampp.viz.colorize = colorize  # type: ignore[assignment]
-        gradcampp.images.PNG_OPTIONS = options
+        gradcampp.images.PICTURE_FORMATS["png"] = png
 
 
 def cpu_seconds(call: Callable[[], Any], repeats: int) -> float:
@@ -130,6 +148,14 @@ def paired(before: Callable[[], Any], now: Callable[[], Any], repeats: int) -> t
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def eighth_decode(path: Path) -> None:
+    """Decode a JPEG at 1/8 of its size and nothing else: the least work a libjpeg decoder does
+    (every coefficient is still entropy-decoded, so noisy files stay slow)."""
+    with Image.open(path) as picture:
+        picture.draft("RGB", (picture.width // 8, picture.height // 8))
+        picture.load()
+
+
 def read_rows(work: Path, pre: Preprocess) -> tuple[list[str], dict[str, float]]:
     cases = {
         "12 MP JPEG (4000x3000), smooth": ("big-smooth.jpg", photo(4000, 3000, 1, 2.0), 5),
@@ -147,10 +173,16 @@ def read_rows(work: Path, pre: Preprocess) -> tuple[list[str], dict[str, float]]
         )
         difference = np.abs(read_view(path, pre).astype(int) - old_view(pre, path)).mean()
         rows.append(
-            f"| read {label} | {1000 * before:.1f} | {1000 * now:.1f} | "
+            f"| read {label}, {path.stat().st_size / 1000:,.0f} kB | {1000 * before:.1f} | {1000 * now:.1f} | "
             f"**{before / now:.1f}x** | {difference:.2f}/255 |"
         )
         per_image[label] = now
+        if label.startswith("12 MP"):  # no JPEG reading can beat decoding at 1/8 alone
+            floor = cpu_seconds(lambda path=path: eighth_decode(path), repeats)
+            rows.append(
+                f"| ceiling: decode at 1/8 alone, {label} | {1000 * before:.1f} | "
+                f"{1000 * floor:.1f} | {before / floor:.1f}x | |"
+            )
     return rows, per_image
 
 
@@ -163,15 +195,18 @@ def write_rows(
 ) -> tuple[list[str], list[str], dict[str, float], float]:
     modes = {
         "files with overlays (default)": {},
+        "files with overlays, --pictures png": {"pictures": "png"},
+        "files with overlays, --method both": {"methods": ("gradcampp", "gradcam")},
         "files, --no-overlays": {"overlays": False},
         "Parquet 7x7 maps, --no-overlays": {"overlays": False, "format": "parquet"},
     }
     rows, size_rows, per_image = [], [], {}
     explain_time = 0.0
-    found_by_mode: dict[str, list[Any]] = {}
+    found_by_mode: dict[tuple[bool, tuple[str, ...]], list[Any]] = {}
     for label, options in modes.items():
         settings = Settings(batch_size=8, **options)
-        found: list[Any] = found_by_mode.get(str(settings.layer_resolution), [])
+        key = (settings.layer_resolution, settings.methods)
+        found: list[Any] = found_by_mode.get(key, [])
         if not found:  # maps at the input's size (files) or at the layer's (Parquet)
             explain_now = ExplainStage(loaded, settings)
             for g in range(0, N_IMAGES, 8):
@@ -179,10 +214,11 @@ def write_rows(
                 found.extend(explain_now(views[g : g + 8]))
                 if not options:
                     explain_time += time.process_time() - start
-            found_by_mode[str(settings.layer_resolution)] = found
+            found_by_mode[key] = found
         writers = {}
         for way, map_dtype in (("before", "float32"), ("now", "float16")):
-            settings_way = Settings(batch_size=8, map_dtype=map_dtype, **options)
+            earlier = {"pictures": "png"} if way == "before" else {}
+            settings_way = Settings(batch_size=8, map_dtype=map_dtype, **{**options, **earlier})
 
             def write_all(
                 way: str = way, settings_way: Settings = settings_way, found: list[Any] = found
@@ -224,33 +260,43 @@ def write_rows(
 
 
 def picture_rows(view: np.ndarray, heat: np.ndarray) -> list[str]:
+    """One row per encoding of ``view`` and of its overlay with ``heat``: the overlay's encoding
+    time, both sizes and both errors against the lossless pictures (levels of 255)."""
     from gradcampp.viz import overlay
 
-    picture = overlay(view, heat)
-    pil = Image.fromarray(picture)
+    png = gradcampp.images.PICTURE_FORMATS["png"][2]
+    jpeg = gradcampp.images.PICTURE_FORMATS["jpeg"][2]
     ways = [
         ("PNG, Pillow's default (level 6), before", "PNG", {}),
         ("PNG level 1", "PNG", {"compress_level": 1}),
-        ("PNG level 1, run-length matching (now)", "PNG", gradcampp.images.PNG_OPTIONS),
+        ("PNG level 1, run-length matching (--pictures png)", "PNG", png),
         ("WebP lossless, fastest method", "WEBP", {"lossless": True, "method": 0}),
-        ("JPEG quality 95, no chroma subsampling", "JPEG", {"quality": 95, "subsampling": 0}),
+        ("JPEG quality 95, no chroma subsampling (default)", "JPEG", jpeg),
         ("JPEG quality 90", "JPEG", {"quality": 90}),
     ]
+    pictures = {"view": view, "overlay": overlay(view, heat)}
     rows = []
     for label, fmt, options in ways:
-        buffer = io.BytesIO()
+        cells, seconds = [], 0.0
+        for kind, picture in pictures.items():
+            pil, buffer = Image.fromarray(picture), io.BytesIO()
 
-        def encode(buffer: io.BytesIO = buffer, fmt: str = fmt, options: dict = options) -> None:
-            buffer.seek(0)
-            buffer.truncate()
-            pil.save(buffer, format=fmt, **options)
+            def encode(
+                pil: Any = pil, buffer: io.BytesIO = buffer, fmt: str = fmt, options: dict = options
+            ) -> None:
+                buffer.seek(0)
+                buffer.truncate()
+                pil.save(buffer, format=fmt, **options)
 
-        seconds = cpu_seconds(encode, 20)
-        back = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=int)
-        error = np.abs(back - picture)
-        fidelity = "lossless" if not error.any() else f"mean {error.mean():.2f}, max {error.max()}"
-        rows.append(f"| {label} | {1000 * seconds:.2f} | {len(buffer.getvalue()) / 1000:.1f} "
-                    f"| {fidelity} |")  # fmt: skip
+            spent = cpu_seconds(encode, 20)
+            seconds = spent if kind == "overlay" else seconds
+            back = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=int)
+            error = np.abs(back - picture)
+            fidelity = "lossless" if not error.any() else f"{error.mean():.2f} / {error.max()}"
+            cells.append((len(buffer.getvalue()) / 1000, fidelity))
+        (view_kb, view_error), (overlay_kb, overlay_error) = cells
+        rows.append(f"| {label} | {1000 * seconds:.2f} | {view_kb:.1f} | {overlay_kb:.1f} "
+                    f"| {view_error} | {overlay_error} |")  # fmt: skip
     return rows
 
 
@@ -262,9 +308,9 @@ def main() -> None:
         pre = loaded.preprocess
         read, read_time = read_rows(work, pre)
         paths = []
-        for i in range(N_IMAGES):
+        for i, picture in enumerate(photographs(N_IMAGES)):
             path = work / f"photo-{i:02d}.jpg"
-            Image.fromarray(photo(500, 375, 10 + i, 4.0)).save(path, quality=90)
+            Image.fromarray(picture).save(path, quality=90)
             paths.append(path)
         views = [read_view(p, pre) for p in paths]
         write, sizes, write_time, explain_time = write_rows(work, loaded, paths, views)
@@ -297,15 +343,17 @@ def main() -> None:
             *write,
             f"| explain, ResNet-50 on one core (batch 8) | | {1000 * explain_time:.0f} | | |",
             "",
-            "| outputs (ResNet-50, 224 px, one method) | before, kB/image | now, kB/image |"
+            "| outputs (ResNet-50, 224 px, one method unless said) | before, kB/image |"
+            " now, kB/image |"
             " now / before |",
             "|---|---:|---:|---:|",
             *sizes,
             "",
-            "One 224 px overlay picture encoded each way:",
+            "One photograph's 224 px view (astronaut) and its overlay, each encoded each way;"
+            " error against the lossless picture in levels of 255, mean / largest:",
             "",
-            "| encoding | ms | kB | fidelity (levels of 255) |",
-            "|---|---:|---:|---|",
+            "| encoding | ms (overlay) | view kB | overlay kB | view error | overlay error |",
+            "|---|---:|---:|---:|---|---|",
             *pictures,
             "",
             "CPU cores that keep one GPU busy: `cores = G x (t_read + t_write)` per image, with"

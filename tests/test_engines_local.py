@@ -103,7 +103,11 @@ def test_resume_refuses_other_settings(shapes, tmp_path, capsys):
 def test_no_overlays_writes_maps_and_predictions_only(shapes, reference, tmp_path):
     out = tmp_path / "out"
     assert explain(shapes, out, "--no-overlays") == EXIT_OK
-    assert not list(out.glob("*.png")) and not (out / "index.html").exists()
+    assert (
+        not list(out.glob("*.png"))
+        and not list(out.glob("*.jpg"))
+        and not (out / "index.html").exists()
+    )
     assert len(list(out.glob("*.npy"))) == N_IMAGES
     record = json.loads((out / "shape-00.json").read_text())
     assert record["files"]["input"] is None and record["files"]["overlays"] == {"gradcampp": None}

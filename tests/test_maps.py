@@ -97,7 +97,7 @@ def test_command_line_map_dtypes(tmp_path):
         record = json.loads((runs["float16"] / f"{i}.json").read_text())
         assert record["files"]["maps"] == {"gradcampp": f"{i}.gradcampp.npy"}
     run_file = json.loads((runs["float32"] / ".gradcampp-run").read_text())
-    assert "map_dtype" not in run_file  # recorded as before: older runs resume with float32
+    assert run_file["map_dtype"] == "float32"
     assert json.loads((runs["float16"] / ".gradcampp-run").read_text())["map_dtype"] == "float16"
 
 

@@ -166,10 +166,10 @@ def test_demo_report_in_chromium(browser, tmp_path, capsys):
     _check_disagreement_column(browser, out, tmp_path)
     _check_narrow_window(browser, tmp_path)
     # the broken-image check does see a missing picture
-    (out / "multi-00.gradcam.png").unlink()
+    (out / "multi-00.gradcam.jpg").unlink()
     state = _open(browser, out / "index.html", tmp_path / "demo-broken.png")
     broken = [src for src, complete, width in state["images"] if not complete or width == 0]
-    assert broken == ["./multi-00.gradcam.png"]
+    assert broken == ["./multi-00.gradcam.jpg"]
 
 
 def test_explain_report_with_top_k_and_a_skipped_file(browser, tmp_path):

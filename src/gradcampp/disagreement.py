@@ -52,10 +52,12 @@ def disagreement(a: Any, b: Any) -> float | None:
     if nx == 0 or ny == 0:
         return None
     x, y = x / nx, y / ny
-    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    # sums of products, not BLAS dot products: OpenBLAS runs a dot product of this size on
+    # several threads, about 1000x slower when other work holds the cores
+    denominator = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
     if denominator == 0:
         return None
-    r = float(x @ y) / denominator
+    r = float(np.sum(x * y)) / denominator
     return float(min(2.0, max(0.0, 1.0 - r)))
 
 
