@@ -173,7 +173,8 @@ def read_rows(work: Path, pre: Preprocess) -> tuple[list[str], dict[str, float]]
         )
         difference = np.abs(read_view(path, pre).astype(int) - old_view(pre, path)).mean()
         rows.append(
-            f"| read {label}, {path.stat().st_size / 1000:,.0f} kB | {1000 * before:.1f} | {1000 * now:.1f} | "
+            f"| read {label}, {path.stat().st_size / 1000:,.0f} kB | {1000 * before:.1f} | "
+            f"{1000 * now:.1f} | "
             f"**{before / now:.1f}x** | {difference:.2f}/255 |"
         )
         per_image[label] = now

@@ -1,4 +1,10 @@
-"""Throughput of ``gradcampp explain`` on the local engine and on Ray with 1 and 2 workers.
+"""Throughput of ``gradcampp explain`` on the local engine and on Ray with 1 and 2 workers, in
+both stage layouts.
+
+On CPUs the Ray engine fuses its stages by default (each model actor reads, explains and writes
+its groups: ``--ray-stages auto``, which is ``fused`` without GPUs); the ``split stages`` rows run
+reading and writing as CPU tasks beside the model actors instead (``--ray-stages split``, the
+default with GPUs), so the table shows what splitting costs on CPUs alone.
 
 Every configuration runs the same job (default outputs: ``.npy`` maps, ``.json`` records,
 overlays, ``predictions.csv``, the report) on generated shape images, with one PyTorch thread per
@@ -11,7 +17,8 @@ model (the local engine's process, or each Ray worker). Ray is started once befo
   written (the pipeline's rate once it runs).
 
 Run: ``python benchmarks/ray_throughput.py [--demo-images N] [--resnet-images N]``; writes
-``benchmarks/results/ray_throughput.md``.
+``benchmarks/results/ray_throughput.md`` (``--results PATH``: elsewhere, e.g. for a short check
+run).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import torch  # noqa: E402
 
 from gradcampp.demo import generate_shapes  # noqa: E402
 from gradcampp.engines import run_job  # noqa: E402
+from gradcampp.engines.ray_engine import worker_processes  # noqa: E402
 from gradcampp.images import save_png  # noqa: E402
 from gradcampp.recipe import ModelRecipe  # noqa: E402
 from gradcampp.stages.settings import Settings  # noqa: E402
@@ -69,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-images", type=int, default=320)
     parser.add_argument("--resnet-images", type=int, default=32)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file written")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import ray
@@ -85,7 +94,9 @@ def main() -> None:
         ),
     ]
     start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the idle worker processes a local Ray of the engine keeps (enough for split stages' tasks)
+    system = {"num_workers_soft_limit": worker_processes(2, "split")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=system)
     ray_start = time.perf_counter() - start
     lines = []
     try:
@@ -93,18 +104,22 @@ def main() -> None:
             paths = write_images(work / f"in-{size}", n, size)
             settings = Settings(batch_size=batch)
             loaded = recipe.load()
-            runs = {
-                "local engine": timed_run(
-                    recipe, paths, work / "out", settings, "local", loaded=loaded
-                ),
-                "Ray, 1 worker": timed_run(
-                    recipe, paths, work / "out", settings, "ray", workers=1, loaded=loaded
-                ),
-                "Ray, 2 workers": timed_run(
-                    recipe, paths, work / "out", settings, "ray", workers=2, loaded=loaded
-                ),
-            }
-            local, one, two = runs.values()
+            out = work / "out"
+            runs = {"local engine": timed_run(recipe, paths, out, settings, "local", loaded=loaded)}
+            for workers in (1, 2):
+                for layout in ("fused", "split"):
+                    name = f"Ray, {workers} worker{'s' if workers > 1 else ''}, {layout} stages"
+                    runs[name] = timed_run(
+                        recipe,
+                        paths,
+                        out,
+                        settings,
+                        "ray",
+                        workers=workers,
+                        stages=layout,
+                        loaded=loaded,
+                    )
+            local, one, one_split, two, two_split = runs.values()
             lines.append(f"\n### {label}: {n} images, batch {batch}\n")
             lines.append("| engine | end-to-end images/s | steady images/s | wall s |")
             lines.append("|---|---:|---:|---:|")
@@ -112,15 +127,23 @@ def main() -> None:
                 lines.append(f"| {name} | {r['end']:.2f} | {r['steady']:.2f} | {r['wall']:.1f} |")
             lines.append("")
             lines.append(
-                f"- Ray overhead with 1 worker (steady rate against the local engine): "
+                "- Ray overhead with 1 worker, fused stages (the default on CPUs; steady rate "
+                f"against the local engine): "
                 f"{100 * (1 - one['steady'] / local['steady']):.1f}% (target: under 10%); "
                 f"end-to-end: {100 * (1 - one['end'] / local['end']):.1f}%"
             )
             lines.append(
-                f"- scaling, 2 workers against 1 (steady): {two['steady'] / one['steady']:.2f}x "
+                f"- scaling, 2 workers against 1, fused (steady): "
+                f"{two['steady'] / one['steady']:.2f}x "
                 f"(target: at least 1.6x); end-to-end: {two['end'] / one['end']:.2f}x"
             )
-            print("\n".join(lines[-9:]), flush=True)
+            lines.append(
+                "- split stages against fused (steady rate; below 1: splitting costs): "
+                f"{one_split['steady'] / one['steady']:.2f}x with 1 worker, "
+                f"{two_split['steady'] / two['steady']:.2f}x with 2; scaling, 2 workers "
+                f"against 1, split: {two_split['steady'] / one_split['steady']:.2f}x"
+            )
+            print("\n".join(lines[-12:]), flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -139,9 +162,9 @@ def main() -> None:
         "",
         f"Local Ray start (`ray.init(num_cpus=2)`, not in the rates): {ray_start:.1f} s.",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
-    print(f"written to {RESULTS}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+    print(f"written to {args.results}")
 
 
 if __name__ == "__main__":

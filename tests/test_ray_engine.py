@@ -1,5 +1,6 @@
-"""``--engine ray``: the local engine's outputs, resume after a killed driver, dying workers, the
-cluster's resources checked before a run, and the docs' Ray Data example as written.
+"""``--engine ray``: the local engine's outputs, resume after a killed driver, dying workers (in
+both stage layouts, split and fused), the cluster's resources checked before a run, the layout
+rule, and the docs' Ray Data example as written.
 
 One local Ray (2 CPUs) serves the whole module; the killed driver, the run given ``RAY_ADDRESS``
 and the docs example join it from other processes.
@@ -79,15 +80,45 @@ def models(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ray_models")
 
 
+DYING_WRITER = """
+import os
+from pathlib import Path
+
+
+def install():
+    \"\"\"In a worker process: end it when it renames a file of ``img-dies-writing`` into place
+    (a temporary file is written, then the process ends).\"\"\"
+    import gradcampp._files as files
+
+    replace = os.replace
+
+    def dying_replace(source, target):
+        if Path(target).name.startswith("img-dies-writing"):
+            os._exit(1)
+        replace(source, target)
+
+    files.os = type(os)("os_of_files")  # the worker's own os module is left as it is
+    files.os.__dict__.update(os.__dict__)
+    files.os.replace = dying_replace
+"""
+
+
 @pytest.fixture(scope="module")
 def cluster(models):
-    """A local Ray with 2 CPUs for the module; its workers also import from ``models``."""
+    """A local Ray with 2 CPUs for the module; its workers also import from ``models``, and
+    every worker process ends when it writes a file of ``img-dies-writing`` (``DYING_WRITER``:
+    files are written by the write stage's tasks, which load no model, or by the fused layout's
+    actors)."""
+    (models / "dying_writer.py").write_text(DYING_WRITER)
     path = os.pathsep.join(p for p in (str(models), str(SRC), os.environ.get("PYTHONPATH")) if p)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": path},
+            "worker_process_setup_hook": "dying_writer.install",
+        },
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -146,9 +177,11 @@ def assert_same_outputs(out: Path, reference: Path, relative: float | None = Non
     assert (out / "index.html").read_text() == (reference / "index.html").read_text()
 
 
-def test_ray_two_workers_give_the_local_outputs(cluster, shapes, reference):
-    out = reference.parent / "ray"  # beside the reference: the same relative input paths
-    assert explain(shapes, out, "--engine", "ray", "--workers", "2") == EXIT_OK
+@pytest.mark.parametrize("layout", ["split", "fused"])
+def test_ray_two_workers_give_the_local_outputs(cluster, shapes, reference, layout):
+    out = reference.parent / f"ray-{layout}"  # beside the reference: the same relative paths
+    code = explain(shapes, out, "--engine", "ray", "--workers", "2", "--ray-stages", layout)
+    assert code == EXIT_OK
     assert_same_outputs(out, reference)
 
 
@@ -186,8 +219,9 @@ def test_resume_after_the_driver_is_killed(cluster, shapes, reference):
     assert_same_outputs(out, reference, relative=2e-5)
 
 
+@pytest.mark.parametrize("layout", ["split", "fused"])
 def test_a_dying_worker_is_replaced_and_nothing_is_written_twice(
-    cluster, models, shapes, reference, tmp_path
+    cluster, models, shapes, reference, tmp_path, layout
 ):
     marker = tmp_path / "a-worker-died"
     module = models / "dying_demo.py"
@@ -197,6 +231,7 @@ def test_a_dying_worker_is_replaced_and_nothing_is_written_twice(
         out = tmp_path / "out"
         args = ["--engine", "ray", "--workers", "2", "--format", "parquet", "--no-overlays"]
         args += ["--size", "64", "--mean", "0", "--std", "1"]  # the demo network's inputs
+        args += ["--ray-stages", layout]
         code = main(
             ["explain", str(shapes), "--model", "dying_demo:make", "--out", str(out), "-q", *args]
         )
@@ -256,7 +291,6 @@ def test_explain_batch_in_a_ray_data_pipeline(cluster, shapes):
 
 KILLING_MODEL = """
 import os
-from pathlib import Path
 
 from gradcampp.demo import load_demo_model
 
@@ -266,19 +300,6 @@ DRIVER = {driver}
 def make():
     model = load_demo_model()
     forward = model.forward
-    if os.getpid() != DRIVER:
-        import gradcampp._files as files
-
-        replace = os.replace
-
-        def dying_replace(source, target):  # a temporary file is written, then the process ends
-            if Path(target).name.startswith("img-dies-writing"):
-                os._exit(1)
-            replace(source, target)
-
-        files.os = type(os)("os_of_files")  # the worker's own os module is left as it is
-        files.os.__dict__.update(os.__dict__)
-        files.os.replace = dying_replace
 
     def dying_forward(x):
         # the white image (every input value 1) ends the worker's process, every time
@@ -294,7 +315,8 @@ def make():
 @pytest.fixture(scope="module")
 def with_deadly(shapes, tmp_path_factory) -> Path:
     """Seven demo images, an all-white one (``img-white.png``), on which the killing model ends
-    its process, and ``img-dies-writing.png``, whose first file it ends its process writing."""
+    its process, and ``img-dies-writing.png``, whose first file ends the process writing it (the
+    cluster's ``DYING_WRITER``)."""
     folder = tmp_path_factory.mktemp("inputs") / "deadly"
     folder.mkdir()
     files = sorted(shapes.glob("*.png"))
@@ -305,13 +327,17 @@ def with_deadly(shapes, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("layout", ["split", "fused"])
 def test_images_that_kill_their_worker_every_time_are_reported_and_the_rest_written(
-    cluster, models, with_deadly, tmp_path, capsys
+    cluster, models, with_deadly, tmp_path, capsys, layout
 ):
+    """Split: the white image ends an explain actor, ``img-dies-writing`` a write task; fused:
+    both end the actor that reads, explains and writes them."""
     (models / "killing_demo.py").write_text(KILLING_MODEL.format(driver=os.getpid()))
     sys.path.insert(0, str(models))
     out = tmp_path / "out"
     args = ["--engine", "ray", "--workers", "2", "--format", "parquet", "--batch-size", "4"]
+    args += ["--ray-stages", layout]
     start = time.monotonic()
     try:
         model = "killing_demo:make"
@@ -514,3 +540,144 @@ def test_model_actors_leave_cpus_to_the_other_stages():
         assert actors * actor_cpus(cpus, actors) <= cpus - min(1.0, cpus / 2)
     with pytest.raises(ValueError, match="concurrency must be a positive integer, got 0"):
         actor_cpus(2.0, 0)
+
+
+def test_model_actors_leave_cpus_to_the_reading_and_writing_tasks():
+    from gradcampp.engines.ray_engine import stage_cpus
+
+    assert stage_cpus({"CPU": 2.0}, 2, 1.0) == (0.5, 0.25)  # --workers 2 on 2 CPUs: 1 CPU left
+    assert stage_cpus({"CPU": 1.0}, 1, 1.0) == (0.5, 0.25)
+    assert stage_cpus({"CPU": 16.0}, 4, 1.0) == (1.0, 0.25)  # room enough: what was asked
+    assert stage_cpus({"CPU": 16.0}, 4, 2.0) == (2.0, 0.25)
+    assert stage_cpus({"CPU": 0.5}, 1, 0.5) == (0.25, 0.125)
+    for cpus, workers, each in ((2.0, 2, 1.0), (3.0, 3, 1.0), (8.0, 4, 2.0), (64.0, 64, 1.0)):
+        actor, task = stage_cpus({"CPU": cpus}, workers, each)
+        assert workers * actor <= cpus - min(1.0, cpus / 2) + 1e-9
+        assert actor <= each and 2 * task <= min(1.0, cpus / 2)  # a read and a write task fit
+
+
+def test_a_local_ray_keeps_a_process_for_each_actor_and_each_task_that_fits():
+    from gradcampp.engines.ray_engine import worker_processes
+
+    assert worker_processes(8) == 12  # 8 CPUs and 1 / 0.25 tasks
+    assert worker_processes(2) == 6
+    assert worker_processes(1) == 3  # 1 CPU, and 0.5 / 0.25 tasks
+    assert worker_processes(8, "fused") == 8  # no tasks
+    assert worker_processes(1.5, "fused") == 2
+
+
+def _stages(gpus: float, layout: str = "split"):
+    from gradcampp.engines.ray_stages import stage_plan
+    from gradcampp.model_specs import load_model
+    from gradcampp.recipe import ModelRecipe
+    from gradcampp.stages.settings import Settings
+
+    return stage_plan(
+        load_model("demo"),
+        ModelRecipe("demo"),
+        Settings(),
+        Path("/tmp/out"),
+        "run",
+        actor_cpus=0.5,
+        task_cpus=0.25,
+        gpus_per_worker=gpus,
+        layout=layout,
+    )
+
+
+def test_read_and_write_are_cpu_tasks_and_only_explain_holds_the_model_and_gpus():
+    stages = _stages(0.5)
+    assert [(s.name, s.compute) for s in stages] == [
+        ("read", "tasks"),
+        ("explain", "actors"),
+        ("write", "tasks"),
+    ]
+    assert [s.resources for s in stages] == [
+        {"num_cpus": 0.25},
+        {"num_cpus": 0.5, "num_gpus": 0.5},
+        {"num_cpus": 0.25},
+    ]
+    assert "recipe" in stages[1].kwargs and "recipe" not in stages[0].kwargs
+    assert stages[2].kwargs["loaded"].model is None  # the write tasks get no model
+    assert all("num_gpus" not in s.resources for s in _stages(0.0))
+
+
+def test_the_ray_data_plan_has_task_read_and_write_around_an_actor_pool(cluster):
+    from gradcampp.engines.ray_stages import build_dataset
+
+    groups = [
+        {"group": g, "indices": [g], "files": [f"/x/{g}.png"], "names": [str(g)]} for g in (0, 1, 2)
+    ]
+    dataset = build_dataset(ray, groups, _stages(0.25), workers=2, retries=2)  # not executed
+    chain = []
+    op = dataset._logical_plan.dag
+    while op.input_dependencies:
+        chain.append(op)
+        op = op.input_dependencies[0]
+    chain.reverse()
+    assert [type(op.compute).__name__ for op in chain] == [
+        "TaskPoolStrategy",
+        "ActorPoolStrategy",
+        "TaskPoolStrategy",
+    ]
+    assert [op.ray_remote_args.get("num_gpus") for op in chain] == [None, 0.25, None]
+    assert [op.ray_remote_args.get("num_cpus") for op in chain] == [0.25, 0.5, 0.25]
+    assert chain[1].compute.min_size == chain[1].compute.max_size == 2
+    assert [op.ray_remote_args.get("max_retries") for op in chain] == [2, None, 2]
+    assert chain[1].ray_remote_args["max_task_retries"] == 2
+
+
+def test_stages_are_split_when_a_gpu_is_asked_and_fused_on_cpus():
+    from gradcampp._ray import choose_layout
+
+    assert choose_layout("auto", 1.0) == "split"
+    assert choose_layout("auto", 0.1) == "split"  # a share of a GPU is a GPU
+    assert choose_layout("auto", 0.0) == "fused"
+    assert choose_layout("split", 0.0) == "split"  # asked for: allowed without GPUs
+    assert choose_layout("fused", 1.0) == "fused"
+    with pytest.raises(ValueError, match="stages must be one of auto, split, fused, got 'both'"):
+        choose_layout("both", 0.0)
+
+
+def test_fused_actors_reserve_their_cpus_and_keep_none_for_tasks():
+    from gradcampp.engines.ray_engine import stage_cpus
+
+    assert stage_cpus({"CPU": 2.0}, 2, 1.0, "fused") == (1.0, 0.0)  # split: (0.5, 0.25)
+    assert stage_cpus({"CPU": 16.0}, 4, 2.0, "fused") == (2.0, 0.0)
+    assert stage_cpus({"CPU": 1.0}, 1, 0.5, "fused") == (0.5, 0.0)
+    with pytest.raises(ValueError, match="layout must be 'split' or 'fused', got 'auto'"):
+        stage_cpus({"CPU": 2.0}, 2, 1.0, "auto")
+
+
+def test_the_fused_plan_is_one_actor_pool_that_reads_explains_and_writes(cluster):
+    from gradcampp.engines.ray_stages import FusedActor, build_dataset
+
+    stages = _stages(0.5, "fused")
+    assert [(s.name, s.fn, s.compute, s.resources) for s in stages] == [
+        ("fused", FusedActor, "actors", {"num_cpus": 0.5, "num_gpus": 0.5})
+    ]
+    assert stages[0].kwargs["out_dir"] == "/tmp/out" and stages[0].kwargs["run_id"] == "run"
+    assert _stages(0.0, "fused")[0].resources == {"num_cpus": 0.5}
+    groups = [{"group": 0, "indices": [0], "files": ["/x/0.png"], "names": ["0"]}]
+    dataset = build_dataset(ray, groups, _stages(0.0, "fused"), workers=2, retries=2)
+    op = dataset._logical_plan.dag  # not executed
+    assert type(op.compute).__name__ == "ActorPoolStrategy"
+    assert op.compute.min_size == op.compute.max_size == 1  # one group: one actor
+    assert op.ray_remote_args["max_task_retries"] == 2
+    assert type(op.input_dependencies[0]).__name__ == "FromItems"
+
+
+def test_a_bad_ray_stages_value_is_a_one_line_usage_error(shapes, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert explain(shapes, out, "--engine", "ray", "--ray-stages", "both") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gradcampp: error: argument --ray-stages: invalid choice: 'both' (choose from 'auto', "
+        "'split', 'fused') (see gradcampp explain --help)"
+    ]
+    with pytest.raises(ValueError, match="stages must be one of auto, split, fused, got 'both'"):
+        gradcampp.ray.explain_files([shapes], out, "demo", stages="both", progress=False)
+    assert explain(shapes, out, "--ray-stages", "split") == 2  # the local engine has no stages
+    assert capsys.readouterr().err.splitlines() == [
+        "gradcampp: error: --ray-stages need --engine ray"
+    ]
+    assert not out.exists()

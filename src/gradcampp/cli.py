@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from gradcampp._ray import LAYOUTS
 from gradcampp.out_folder import OutputDirError, claim_folder, prepare_out_dir
 
 EXIT_OK = 0
@@ -346,6 +347,15 @@ def _add_engine_options(explain: argparse.ArgumentParser) -> None:
         "--gpus-per-worker", type=_gpus, default=0.0, metavar="G", help="GPUs per Ray worker (0)"
     )
     group.add_argument(
+        "--ray-stages",
+        choices=LAYOUTS,
+        metavar="{" + ",".join(LAYOUTS) + "}",
+        help="split: read and write as CPU tasks, explain in the model workers; fused: each "
+        "worker reads, explains and writes its images in its own process; auto (default): "
+        "split when --gpus-per-worker > 0, fused otherwise (on CPUs alone, splitting only adds "
+        "transfers between processes)",
+    )
+    group.add_argument(
         "--resume",
         action="store_true",
         help="explain only the images a previous run into --out did not finish (a record "
@@ -401,6 +411,7 @@ def _engine_usage(args: argparse.Namespace) -> str | None:
                 ("--address", args.address),
                 ("--workers", args.workers),
                 ("--gpus-per-worker", args.gpus_per_worker or None),
+                ("--ray-stages", args.ray_stages),
             )
             if value is not None
         ]
@@ -558,6 +569,7 @@ def run_explain(args: argparse.Namespace) -> int:
                 "address": args.address,
                 "workers": args.workers,
                 "gpus_per_worker": args.gpus_per_worker,
+                "stages": args.ray_stages or "auto",
             }
         result = run_job(
             recipe,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._ray import import_ray
+from gradcampp._ray import READ_CPUS, actor_cpus, import_ray
 from gradcampp.engines import RunResult, run_job
 from gradcampp.recipe import ModelRecipe
 from gradcampp.stages.explain import (
@@ -39,8 +39,6 @@ from gradcampp.stages.explain import (
 from gradcampp.stages.settings import Settings
 
 __all__ = ["ExplainBatch", "actor_cpus", "explain_dataset", "explain_files", "read_images"]
-
-READ_CPUS = 0.25  # what one reading task reserves: decoding an image is short and single-threaded
 
 
 def _rgb(image: Any) -> np.ndarray:
@@ -187,25 +185,6 @@ def read_images(
     )
 
 
-def actor_cpus(cluster_cpus: float, concurrency: int) -> float:
-    """CPUs each of ``concurrency`` model actors reserves, so that together they never hold every
-    CPU of the cluster and reading and writing tasks always have some.
-
-    ``min(1, (C - K) / n)`` with ``C`` the cluster's CPUs, ``n`` the actors and
-    ``K = min(1, C / 2)`` the CPUs kept for the other stages (an actor's threads are set apart
-    from this reservation, which only decides where Ray places it).
-
-    Raises:
-        ValueError: for ``concurrency < 1`` or a cluster without CPUs.
-    """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
-    if cluster_cpus <= 0:
-        raise ValueError(f"the Ray cluster has no CPU (CPU resources: {cluster_cpus})")
-    kept = min(1.0, cluster_cpus / 2)
-    return min(1.0, (cluster_cpus - kept) / concurrency)
-
-
 def explain_dataset(
     dataset: Any,
     model: str | Callable[[], Any],
@@ -261,6 +240,7 @@ def explain_files(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
+    stages: str = "auto",
     methods: Sequence[str] = ("gradcampp",),
     target: int | None = None,
     top_k: int | None = None,
@@ -287,8 +267,9 @@ def explain_files(
         model: a model spec (``"demo"``, ``"torchvision:resnet50"``, ``"pkg.mod:make"``, a
             file) or a function without arguments returning the model (see ``ExplainBatch``).
         engine: ``"ray"`` or ``"local"``.
-        address, workers, gpus_per_worker: as ``--address``, ``--workers``,
-            ``--gpus-per-worker`` (Ray only).
+        address, workers, gpus_per_worker, stages: as ``--address``, ``--workers``,
+            ``--gpus-per-worker``, ``--ray-stages`` (Ray only; ``stages="auto"``: split when
+            ``gpus_per_worker > 0``, fused otherwise).
         methods, target, top_k, layer, batch_size, cmap, alpha: as the command line's options.
         overlays: False as ``--no-overlays``; pictures, format, full_size, resume,
             report_sample, map_dtype: as ``--pictures``, ``--format``, ``--full-size``,
@@ -327,7 +308,12 @@ def explain_files(
     recipe = ModelRecipe(model, device=device, **model_options)
     ray_options: dict[str, Any] = {}
     if engine == "ray":
-        ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+        ray_options = {
+            "address": address,
+            "workers": workers,
+            "gpus_per_worker": gpus_per_worker,
+            "stages": stages,
+        }
     return run_job(
         recipe,
         paths,

@@ -50,7 +50,7 @@ def run_job(
             Ray engine uses it only to check the job).
         resume, report_sample, title, notes, progress: see ``engines.run.RunOptions``.
         **ray_options: ``address``, ``workers``, ``gpus_per_worker``, ``cpus_per_worker``,
-            ``threads_per_worker`` of ``gradcampp.engines.ray_engine.run_ray``.
+            ``threads_per_worker``, ``stages`` of ``gradcampp.engines.ray_engine.run_ray``.
 
     Raises:
         ValueError: for an unknown engine, or Ray options with the local engine.

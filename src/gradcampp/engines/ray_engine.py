@@ -1,25 +1,36 @@
-"""The Ray engine: explain a run's images on a Ray cluster, one model per actor.
+"""The Ray engine: explain a run's images on a Ray cluster, through Ray Data stages.
 
-The run is a Ray Data pipeline: a dataset of image groups (``batch_size`` images each, formed
-once on the driver, so a group is the same whenever it is retried) flows through
-``map_batches`` into a fixed pool of actors (:class:`FileWorker`), each of which loads the
-model once and then runs its groups through the three stages of ``gradcampp.stages`` (read,
-explain, write: the functions the local engine calls); only small records (the content of
-``NAME.json``) come back to the driver, which shows the progress and finishes the run as the
-local engine does (``engines.run.finish_run``: ``predictions.csv`` and the report). Memory is
-bounded by the groups in flight, not by the data set.
+The run is a Ray Data pipeline over a dataset of image groups (``batch_size`` images each, formed
+once on the driver, so a group is the same whenever it is retried) through the three stages of
+``gradcampp.stages`` (the functions the local engine calls), laid out in one of two ways
+(``engines.ray_stages``; ``stages="auto"`` picks ``"split"`` when ``gpus_per_worker > 0``,
+``"fused"`` otherwise):
 
-A worker whose process dies is restarted by Ray (``max_restarts=-1``), and its group is tried
-again, at most ``GROUP_RETRIES`` more times (not Ray Data's default of for ever: a model that
-crashes on one image would never let the run end). The groups that still failed are then run
-again one image per group, at most ``1 + IMAGE_RETRIES`` times each; an image that ends its
-worker even alone is reported as skipped. Since every file of a group has a fixed name and is
-renamed into place when complete, a retried group rewrites the same files and nothing is written
-twice; the temporary files a dying worker leaves are removed at the end.
+- ``"split"``: each stage with a resource budget of its own: *read* as CPU tasks (decoding never
+  holds a model's worker), *explain* in a fixed pool of actors that each load the model once
+  (the only stage given GPUs, with ``gpus_per_worker``), *write* as CPU tasks (a slow writer
+  holds back the stages before it through Ray Data's backpressure instead of filling memory);
+- ``"fused"``: one fixed pool of actors, each of which loads the model once and reads, explains
+  and writes its groups in its own process (nothing crosses the object store but the groups'
+  file names and the records).
+
+Only small records (the content of ``NAME.json``) come back to the driver, which shows the
+progress and finishes the run as the local engine does (``engines.run.finish_run``:
+``predictions.csv`` and the report). Memory is bounded by the groups in flight, not by the data
+set.
+
+A task whose process dies is tried again, and an actor whose process dies is restarted by Ray
+(``max_restarts=-1``) and its call tried again, at most ``GROUP_RETRIES`` more times (not Ray
+Data's default of for ever: a model that crashes on one image would never let the run end). The
+groups that still failed are then run again one image per group, at most ``1 + IMAGE_RETRIES``
+times each; an image that ends the process reading, explaining or writing it even alone is
+reported as skipped. Since every file of a group has a fixed name and is renamed into place when
+complete, a retried group rewrites the same files and nothing is written twice; the temporary
+files a dying worker leaves are removed at the end.
 
 Before anything starts, the request (workers, CPUs and GPUs per worker) is checked against the
-cluster's resources (:func:`plan_workers`), and an address where nothing answers fails at once
-(:func:`check_reachable`) instead of after Ray's minutes of retries.
+cluster's resources (:func:`plan_workers`, :func:`stage_cpus`), and an address where nothing
+answers fails at once (:func:`check_reachable`) instead of after Ray's minutes of retries.
 
 Every worker writes into the output directory itself: on a cluster of several machines it must
 be a path that all of them see (a shared file system), as must the inputs.
@@ -33,7 +44,6 @@ import math
 import os
 import socket
 import sys
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,109 +51,18 @@ from typing import Any
 
 import numpy as np
 
-from gradcampp._ray import import_ray
+from gradcampp._ray import READ_CPUS, actor_cpus, choose_layout, import_ray, kept_cpus
+from gradcampp.engines.ray_stages import RayStage, build_dataset, stage_plan
 from gradcampp.engines.run import RunOptions, RunResult, finish_run, plan_run, progress_bar
 from gradcampp.model_specs import LoadedModel, ModelSpecError
 from gradcampp.outputs import display_path
-from gradcampp.parquet import DATASET, part_path
+from gradcampp.parquet import DATASET
 from gradcampp.recipe import ModelRecipe
-from gradcampp.stages.explain import ExplainStage, first_line, set_threads
-from gradcampp.stages.read import read_group
+from gradcampp.stages.explain import ExplainStage, first_line
 from gradcampp.stages.settings import Settings
-from gradcampp.stages.write import is_temporary, write_group
+from gradcampp.stages.write import is_temporary
 
-__all__ = ["FileWorker", "import_ray", "plan_workers", "run_ray", "set_threads"]
-
-
-class FileWorker:
-    """One Ray actor of a run: loads the model once, then reads, explains and writes groups.
-
-    Called by ``map_batches`` with rows ``{group, indices, files, names}`` (one row per
-    group of images); returns one row per image: ``index`` (its position in the run's inputs),
-    ``status`` (``"done"`` or ``"skipped"``) and ``payload`` (the record as JSON, or the reason
-    the image was skipped); a row ``(-1, "note", text)`` per remark on an input (e.g. how
-    a float image was scaled); and a row ``(-1, "error", "TYPE: message")`` for an error of the
-    model as a whole (``ModelSpecError``) or any other exception, which ends the run on the
-    driver. A task of this actor therefore fails only when its process dies.
-
-    Args:
-        recipe: how to load the model.
-        settings: what to compute and write.
-        out_dir: the output directory (absolute).
-        run_id: names the run's Parquet part files.
-        threads: PyTorch threads of this actor (None: Ray's default, its CPU share).
-        search_path: a directory put first on ``sys.path`` (the driver's working directory, so
-            that ``package.module:callable`` specs resolve as on the driver).
-    """
-
-    def __init__(
-        self,
-        recipe: ModelRecipe,
-        settings: Settings,
-        out_dir: str,
-        run_id: str,
-        threads: int | None = None,
-        search_path: str | None = None,
-    ):
-        if search_path and os.path.isdir(search_path) and search_path not in sys.path:
-            sys.path.insert(0, search_path)
-        set_threads(threads)
-        self.loaded = recipe.load()
-        self.explain = ExplainStage(self.loaded, settings)
-        self.settings, self.out_dir, self.run_id = settings, Path(out_dir), run_id
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Read, explain and write every group in ``batch`` (the three stages, in this actor);
-        one output row per image."""
-        index, status, payload = [], [], []
-        remarks: list[str] = []
-        for group, indices, files, names in zip(
-            batch["group"],
-            batch["indices"],
-            batch["files"],
-            batch["names"],
-            strict=True,
-        ):
-            position = {display_path(file): int(i) for i, file in zip(indices, files, strict=True)}
-            items = [(Path(file), str(name)) for file, name in zip(files, names, strict=True)]
-            views, unread = read_group(items, self.loaded.preprocess, remarks)
-            part = None
-            if self.settings.format == "parquet":
-                part = part_path(self.out_dir, self.run_id, int(group))
-            try:
-                found = self.explain([view for _, _, view in views])
-                done = write_group(
-                    views,
-                    found,
-                    self.out_dir,
-                    self.settings,
-                    loaded=self.loaded,
-                    layer=self.explain.layer,
-                    part=part,
-                )
-            except Exception as error:  # sent to the driver as a row: only a dying process
-                index.append(-1)  # makes a Ray task fail, so a failed task means just that
-                status.append("error")
-                payload.append(f"{type(error).__name__}: {first_line(error)}")
-                break
-            by_name = {str(name): int(i) for i, name in zip(indices, names, strict=True)}
-            for record in done.records:
-                index.append(by_name[record["name"]])
-                status.append("done")
-                payload.append(json.dumps(record, ensure_ascii=False))
-            for shown, reason in [*unread, *done.skipped]:
-                index.append(position[shown])
-                status.append("skipped")
-                payload.append(reason)
-        for remark in remarks:
-            index.append(-1)
-            status.append("note")
-            payload.append(remark)
-        return {
-            "index": np.asarray(index, dtype=np.int64),
-            "status": np.asarray(status, dtype=object),
-            "payload": np.asarray(payload, dtype=object),
-        }
+__all__ = ["import_ray", "plan_workers", "run_ray", "stage_cpus"]
 
 
 GROUP_RETRIES = 2  # a group whose worker process dies is tried 1 + GROUP_RETRIES times,
@@ -155,7 +74,7 @@ HTTP2_SETTINGS = 4
 
 
 def _groups(plan: Any, todo: Sequence[int], size: int, first: int = 0) -> list[dict[str, Any]]:
-    """The rows of ``FileWorker``: ``todo`` (indices into ``plan.paths``) cut into groups of
+    """The rows of the run's dataset: ``todo`` (indices into ``plan.paths``) cut into groups of
     ``size`` images, numbered from ``first`` (the number names a group's Parquet part file)."""
     groups = []
     for number, start in enumerate(range(0, len(todo), size), start=first):
@@ -253,11 +172,26 @@ def _quiet_core_worker() -> Iterator[None]:
         os.environ.pop(name, None)
 
 
+def worker_processes(cpus: float, layout: str = "split") -> int:
+    """The worker processes a local Ray keeps alive when idle: one per CPU (Ray's default), and
+    in the ``"split"`` layout one per reading or writing task that can run at once:
+    ``ceil(C) + ceil(min(1, C/2) / t)`` with ``t = READ_CPUS`` (``"fused"``: ``ceil(C)``, it has
+    no tasks).
+
+    With Ray's default (one per CPU) the model actors take most of the kept processes, and each
+    reading or writing task would then start a new process that imports the libraries again.
+    """
+    if layout == "fused":
+        return math.ceil(cpus)
+    return math.ceil(cpus) + math.ceil(kept_cpus(cpus) / READ_CPUS)
+
+
 @contextmanager
-def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
+def connect(address: str | None, num_cpus: int | None, layout: str = "split") -> Iterator[Any]:
     """Ray, connected: to ``address`` (or ``RAY_ADDRESS``), or to a local instance started here
-    (with ``num_cpus`` CPUs) and stopped on exit; a connection that this process already has is
-    used as it is.
+    (with ``num_cpus`` CPUs, and room for :func:`worker_processes` idle worker processes of the
+    run's ``layout``) and stopped on exit; a connection that this process already has is used as
+    it is.
 
     Raises:
         ConnectionError: when the cluster cannot be joined.
@@ -276,7 +210,9 @@ def connect(address: str | None, num_cpus: int | None) -> Iterator[Any]:
         check_reachable(address)
     with _quiet_core_worker():
         if address is None:
-            ray.init(num_cpus=num_cpus, **options)
+            cpus = num_cpus if num_cpus is not None else _cores()
+            system = {"num_workers_soft_limit": worker_processes(cpus, layout)}
+            ray.init(num_cpus=num_cpus, _system_config=system, **options)
         else:
             try:
                 ray.init(address=address, **options)
@@ -340,16 +276,21 @@ def plan_workers(
 ) -> tuple[int, str | None]:
     """How many workers a cluster with ``resources`` runs, and a note when it is fewer than asked.
 
-    Each worker reserves ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs, so
+    A worker is one model actor (of the explain stage in the ``"split"`` layout, of the whole
+    run in the ``"fused"`` one). Each uses ``cpus_per_worker`` CPUs' worth of threads and reserves
+    ``gpus_per_worker`` GPUs, so
     ``room = min(floor(CPU / cpus_per_worker), floor(GPU / gpus_per_worker))`` (the GPU term only
-    when ``gpus_per_worker > 0``). Ray would wait for ever for a worker that does not fit, so
-    the request is checked here, before anything starts.
+    when ``gpus_per_worker > 0``), in both layouts. What an actor reserves of the CPUs is
+    :func:`stage_cpus`: ``cpus_per_worker`` when fused; when split, at most ``cpus_per_worker``,
+    less when the actors would otherwise leave the reading and writing tasks less than
+    ``min(1, CPU / 2)`` CPUs. Ray would wait for ever for a worker that does not fit, so the
+    request is checked here, before anything starts.
 
     Args:
         resources: the cluster's total resources (``ray.cluster_resources()``: ``{"CPU": 2.0,
             "GPU": 1.0, ...}``).
         workers: the workers asked for (None: as many as there is room for).
-        cpus_per_worker, gpus_per_worker: what each worker reserves.
+        cpus_per_worker, gpus_per_worker: what each worker uses (CPUs) and reserves (GPUs).
 
     Returns:
         ``(workers that run, note)``: the note (one line) says why fewer run than were asked.
@@ -380,6 +321,39 @@ def plan_workers(
             f"{room} run"
         )
     return workers, None
+
+
+def stage_cpus(
+    resources: Mapping[str, float], workers: int, cpus_per_worker: float, layout: str = "split"
+) -> tuple[float, float]:
+    """What each model actor and each reading or writing task of a run reserves, in CPUs.
+
+    ``"split"``: the read and write stages are tasks of ``min(READ_CPUS, C / 4)`` CPUs each
+    (``READ_CPUS``: a quarter of a CPU); the ``n`` model actors together leave them
+    ``K = min(1, C / 2)`` of the cluster's ``C`` CPUs, each reserving
+    ``min(cpus_per_worker, (C - K) / n)`` (``gradcampp._ray.actor_cpus``). Without this the
+    actors could hold every CPU and the tasks would wait for ever (Ray Data reports them as
+    backpressured, and the run hangs without an error).
+
+    ``"fused"``: each actor reserves ``cpus_per_worker`` (its reading and writing run inside
+    it) and no CPU is kept for tasks, since there are none: ``(cpus_per_worker, 0)``.
+    :func:`plan_workers` has already checked that ``n * cpus_per_worker <= C``.
+
+    The reservation only decides where Ray places an actor: its threads are set apart
+    (``threads_per_worker``).
+
+    Returns:
+        ``(CPUs per actor, CPUs per task)``.
+
+    Raises:
+        ValueError: for a ``layout`` other than ``"split"`` or ``"fused"``.
+    """
+    cpus = float(resources.get("CPU", 0.0))
+    if layout == "fused":
+        return float(cpus_per_worker), 0.0
+    if layout != "split":
+        raise ValueError(f"layout must be 'split' or 'fused', got {layout!r}")
+    return actor_cpus(cpus, workers, most=cpus_per_worker), min(READ_CPUS, cpus / 4)
 
 
 def _remove_temporaries(out_dir: Path) -> None:
@@ -421,6 +395,7 @@ def run_ray(
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     threads_per_worker: int | None = None,
+    stages: str = "auto",
     loaded: LoadedModel | None = None,
 ) -> RunResult:
     """Explain ``paths`` on a Ray cluster and write the same files as the local engine.
@@ -441,12 +416,16 @@ def run_ray(
             goes to ``cuda`` when the recipe's device is ``"cpu"``.
         cpus_per_worker: CPUs each actor reserves.
         threads_per_worker: PyTorch threads per actor (None: ``cpus_per_worker``).
+        stages: how the stages are laid out: ``"split"`` (read and write as CPU tasks, explain
+            in the actors), ``"fused"`` (each actor reads, explains and writes its groups) or
+            ``"auto"``: split when ``gpus_per_worker > 0``, fused otherwise
+            (``gradcampp._ray.choose_layout``).
         loaded: the model already loaded on the driver, if the caller has it.
 
     Raises:
         ModelSpecError: a model that cannot be loaded or explained, here or on a worker.
-        ValueError: ``resume`` into a run with other settings, or a cluster without room for
-            one worker.
+        ValueError: ``resume`` into a run with other settings, a cluster without room for one
+            worker, or an unknown ``stages``.
         ConnectionError: ``address`` cannot be reached.
         RuntimeError: an unexpected error on a worker (its type and message).
         ImportError: Ray Data is not installed.
@@ -460,6 +439,7 @@ def run_ray(
             f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got {gpus_per_worker} and "
             f"{cpus_per_worker}"
         )
+    layout = choose_layout(stages, gpus_per_worker)
     if loaded is None:
         loaded = recipe.load(device="cpu")
     ExplainStage(
@@ -480,23 +460,32 @@ def run_ray(
         local_cpus = None
         if address is None and workers is not None:  # a local Ray: at most this machine's cores
             local_cpus = min(math.ceil(workers * cpus_per_worker), _cores())
-        with _no_raylet_messages(), connect(address, local_cpus) as ray, _quiet_ray_data(ray):
+        with (
+            _no_raylet_messages(),
+            connect(address, local_cpus, layout) as ray,
+            _quiet_ray_data(ray),
+        ):
             workers, note = plan_workers(
                 ray.cluster_resources(), workers, cpus_per_worker, gpus_per_worker
             )
             if note is not None:
                 remarks.append(note)
-            remote: dict[str, Any] = {"num_cpus": cpus_per_worker}
-            if gpus_per_worker > 0:
-                remote["num_gpus"] = gpus_per_worker
-            constructor = {
-                "recipe": worker_recipe,
-                "settings": settings,
-                "out_dir": str(out_dir),
-                "run_id": plan.run_id,
-                "threads": threads_per_worker or max(1, int(cpus_per_worker)),
-                "search_path": os.getcwd(),
-            }
+            actor_share, task_share = stage_cpus(
+                ray.cluster_resources(), workers, cpus_per_worker, layout
+            )
+            run_stages = stage_plan(
+                loaded,
+                worker_recipe,
+                settings,
+                out_dir,
+                plan.run_id,
+                actor_cpus=actor_share,
+                task_cpus=task_share,
+                gpus_per_worker=gpus_per_worker,
+                threads=threads_per_worker or max(1, int(cpus_per_worker)),
+                search_path=os.getcwd(),
+                layout=layout,
+            )
             bar = progress_bar(len(plan.todo), options.progress and len(plan.todo) > 3)
             seen: set[int] = set()
 
@@ -519,12 +508,12 @@ def run_ray(
 
             try:
                 groups = _groups(plan, plan.todo, settings.batch_size)
-                _run_pass(ray, groups, workers, remote, constructor, GROUP_RETRIES, take)
+                _run_pass(ray, groups, run_stages, workers, GROUP_RETRIES, take)
                 # a group whose worker process died 1 + GROUP_RETRIES times: its images alone
                 left = [i for i in plan.todo if i not in seen]
                 if left:  # one task per actor at a time: a death then costs no other image a try
                     alone = _groups(plan, left, 1, first=len(groups))
-                    _run_pass(ray, alone, workers, remote, constructor, IMAGE_RETRIES, take, 1)
+                    _run_pass(ray, alone, run_stages, workers, IMAGE_RETRIES, take, 1)
                 for i in plan.todo:
                     if i not in seen:
                         reason = (
@@ -556,38 +545,22 @@ def _cores() -> int:
 def _run_pass(
     ray: Any,
     groups: list[dict[str, Any]],
+    stages: Sequence[RayStage],
     workers: int,
-    remote: dict[str, Any],
-    constructor: dict[str, Any],
     retries: int,
     take: Any,
     in_flight: int | None = None,
 ) -> None:
-    """Run ``groups`` through a pool of ``min(workers, len(groups))`` ``FileWorker`` actors and
-    hand each output row to ``take``.
+    """Run ``groups`` through the run's stages (``ray_stages.build_dataset``) and hand each
+    output row to ``take``.
 
-    An actor whose process dies is restarted (``max_restarts=-1``: it only reloads the model)
-    and its task is tried again, at most ``retries`` times; a task that still fails gives no
-    rows (``max_errored_blocks=-1``, set by ``_quiet_ray_data``), and the caller sees which
-    images did not come back. ``in_flight``: the tasks an actor holds at a time (None: Ray
-    Data's default); every task an actor holds fails when its process dies.
+    A task or actor call whose process died ``1 + retries`` times gives no rows
+    (``max_errored_blocks=-1``, set by ``_quiet_ray_data``), and the caller sees which images
+    did not come back. ``in_flight``: the calls an actor holds at a time (None: Ray Data's
+    default).
     """
-    dataset = ray.data.from_items(groups, override_num_blocks=len(groups))
-    with warnings.catch_warnings():
-        # Ray 2.60 deprecates actor options given to map_batches, and has no other place for
-        # max_task_retries yet (the version is pinned in the "ray" extra)
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        dataset = dataset.map_batches(
-            FileWorker,
-            batch_size=1,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(
-                size=min(workers, len(groups)), max_tasks_in_flight_per_actor=in_flight
-            ),
-            fn_constructor_kwargs=constructor,
-            max_restarts=-1,
-            max_task_retries=retries,
-            **remote,
-        )
+    if not groups:
+        return
+    dataset = build_dataset(ray, groups, stages, workers, retries, in_flight)
     for row in dataset.iter_rows():
         take(row)
