@@ -335,8 +335,9 @@ def main() -> None:
             " (`time.process_time`, one PyTorch thread), median of repeated runs, both ways"
             " measured in the same run; the earlier way is reproduced by the script (full"
             " decode then resize; matplotlib colouring, Pillow's default PNG level, float32"
-            f" maps). The machine was shared with other jobs (load average {load[0]:.1f} on"
-            f" {os.cpu_count()} cores): rates are lower bounds, ratios are what to read.",
+            f" maps). Load average after the run, this benchmark included: {load[0]:.1f} on"
+            f" {os.cpu_count()} cores (above about 1.5, other jobs shared the cores: rates are"
+            " then lower bounds, and the ratios are what to read).",
             "",
             "| stage | before, ms | now, ms | speed-up | view vs before (mean abs. diff.) |",
             "|---|---:|---:|---:|---:|",
