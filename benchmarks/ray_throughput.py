@@ -75,8 +75,8 @@ def timed_run(recipe, paths, out, settings, engine, **options) -> dict[str, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo-images", type=int, default=320)
-    parser.add_argument("--resnet-images", type=int, default=32)
+    parser.add_argument("--demo-images", type=int, default=960)
+    parser.add_argument("--resnet-images", type=int, default=64)
     parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file written")
     args = parser.parse_args()
     torch.set_num_threads(1)
