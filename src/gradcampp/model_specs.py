@@ -107,9 +107,12 @@ class LoadedModel:
             _check_scores(outputs, torch.Tensor)
             outputs = outputs.detach().float().cpu().numpy()
         else:
+            import keras
+
             outputs = self.model(inputs, training=False)
             _check_scores(outputs, object)
-            outputs = np.asarray(outputs)
+            # on Keras's torch backend a tensor that requires grad, which np.asarray refuses
+            outputs = keras.ops.convert_to_numpy(outputs)
         outputs = np.asarray(outputs, dtype=np.float64)
         if outputs.ndim != 2:
             raise ModelSpecError(
