@@ -284,7 +284,7 @@ PNG_OPTIONS: dict[str, int] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 #: The formats of the pictures a run writes (``--pictures``): file suffix, Pillow format and
 #: encoder options. JPEG at quality 95 without chroma subsampling (4:4:4, so the colour map's hues
-#: stay sharp) takes about a third of a PNG's bytes and a twentieth of its encoding time, within
+#: stay sharp) takes about a third of a PNG's bytes and a tenth of its encoding time, within
 #: about 1.5 levels of 255 on average; PNG is lossless (``benchmarks/pipeline_stages.py``).
 PICTURE_FORMATS: dict[str, tuple[str, str, dict[str, int]]] = {
     "jpeg": (".jpg", "JPEG", {"quality": 95, "subsampling": 0}),
