@@ -77,8 +77,9 @@ def test_fallback_before_the_blocks_is_announced():
             return self.net(x)
 
     model = Wrapped().eval()
-    with pytest.warns(UserWarning, match=r"default layer is 'net\.patch_embed.*several ways"):
+    with pytest.warns(UserWarning, match=r"default layer is 'net\.patch_embed.*several ways") as w:
         name, _ = default_layer(model, images((64, 64), n=1))
+    assert w[0].filename == __file__  # the user's line, however deep the choice is made
     assert name.startswith("net.patch_embed")
 
 

@@ -71,8 +71,9 @@ def test_a_named_one_by_one_layer_warns_and_gives_the_constant_map():
     """Grad-CAM at GapNet's global pool: one cell, the map is relu(logit - bias) everywhere."""
     model = make_gapnet()
     x = _inputs(3)
-    with pytest.warns(UserWarning, match="'pool' outputs a 1 x 1 map .* carries no location"):
+    with pytest.warns(UserWarning, match="'pool' outputs a 1 x 1 map .* carries no location") as w:
         maps = GradCAM(model, conv_layer="pool").explain(x, np.array([0, 1, 2]))
+    assert w[0].filename == __file__  # the warning names the user's line
     with torch.no_grad():
         logits = model(x)
     expected = torch.relu(logits[torch.arange(3), [0, 1, 2]] - model.fc.bias[[0, 1, 2]])

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -50,16 +49,6 @@ class KerasBackend(KerasBase):
     Arguments as ``keras_graph.KerasBase``: the model, ``conv_layer`` (a layer or operation of
     the graph, or ``None`` for the default), ``output_layer`` and ``default``.
     """
-
-    def __init__(
-        self,
-        model: keras.Model,
-        conv_layer: LayerRef = None,
-        output_layer: LayerRef = None,
-        default: str = "probe",
-    ):
-        super().__init__(model, conv_layer, output_layer, default)
-        self._compiled: dict[tuple[Any, ...], Any] = {}
 
     def zeros(self, shape: tuple[int, ...], dtype: str) -> tf.Tensor:
         return tf.zeros(shape, dtype)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
@@ -27,6 +26,7 @@ from typing import Any, TypeAlias
 import keras
 import numpy as np
 
+from gradcampp._warnings import warn_user
 from gradcampp.backends.base import Batch, describe, unknown_layer
 from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
@@ -193,14 +193,13 @@ class KerasBase:
         self._output_layer = self._resolve_layer(output_layer, "output_layer")
         self.last_layer: Any = self._layer
         if softmax_at(model if self._output_layer is None else self._output_layer):
-            warnings.warn(
+            warn_user(
                 "the explained scores are read after a softmax, so their gradients mix in every "
                 "other class; pass output_layer=<the layer before the softmax> (or build the model "
-                "with classifier_activation=None) to explain the logits",
-                UserWarning,
-                stacklevel=5,
+                "with classifier_activation=None) to explain the logits"
             )
         self._probed: dict[tuple[Any, ...], Any] = {}
+        self._compiled: dict[tuple[Any, ...], Any] = {}  # per input shape (TensorFlow, JAX)
 
     # ----------------------------------------------------------------------------------- layers
 

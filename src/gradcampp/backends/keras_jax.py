@@ -25,7 +25,6 @@ import keras
 from gradcampp.backends.keras_graph import (
     CLASS_OUTPUTS,
     KerasBase,
-    LayerRef,
     graph_plan,
     recording,
     selector,
@@ -39,16 +38,6 @@ class KerasJaxBackend(KerasBase):
 
     Arguments as ``keras_graph.KerasBase``.
     """
-
-    def __init__(
-        self,
-        model: keras.Model,
-        conv_layer: LayerRef = None,
-        output_layer: LayerRef = None,
-        default: str = "probe",
-    ):
-        super().__init__(model, conv_layer, output_layer, default)
-        self._compiled: dict[tuple[Any, ...], tuple[Callable[..., Any], Any]] = {}
 
     def _state(self) -> tuple[list[Any], list[Any]]:
         """The values of the model's trainable and non-trainable variables."""

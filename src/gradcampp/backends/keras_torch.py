@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import torch
 
-from gradcampp.backends.keras_graph import KerasBase, LayerRef, recording
+from gradcampp.backends.keras_graph import KerasBase, recording
 from gradcampp.backends.torch_backend import score_gradients
 from gradcampp.concurrency import model_lock
 from gradcampp.targets import TargetPlan
@@ -30,15 +29,6 @@ class KerasTorchBackend(KerasBase):
 
     Arguments as ``keras_graph.KerasBase``.
     """
-
-    def __init__(
-        self,
-        model: keras.Model,
-        conv_layer: LayerRef = None,
-        output_layer: LayerRef = None,
-        default: str = "probe",
-    ):
-        super().__init__(model, conv_layer, output_layer, default)  # the warnings' stack level
 
     def _eager(self, x: Any) -> Any:
         with torch.inference_mode(False), torch.no_grad():

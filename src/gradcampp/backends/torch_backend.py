@@ -24,7 +24,6 @@ import itertools
 import math
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradcampp._warnings import warn_user
 from gradcampp.backends.base import Batch, describe, unknown_layer
 from gradcampp.backends.hints import token_hint
 from gradcampp.backends.layout import (
@@ -401,11 +401,9 @@ class TorchBackend:
             if later
             else "the predicted score depends on no later token layer"
         )
-        warnings.warn(
+        warn_user(
             f"the default layer is {name!r}, before later layers of the model: {why}; pass "
-            "conv_layer (with a reshape_transform for tokens) to explain a later layer",
-            UserWarning,
-            stacklevel=6,
+            "conv_layer (with a reshape_transform for tokens) to explain a later layer"
         )
 
     def _read(self, shape: tuple[int, ...], references: tuple[tuple[int, ...], ...]) -> Reading:
@@ -574,12 +572,10 @@ class TorchBackend:
             or math.prod(shape[2:]) != 1
         ):
             return False
-        warnings.warn(
+        warn_user(
             f"layer {self._names[self._layer]!r} outputs a 1 x 1 map {shape} for inputs of "
             f"spatial shape {tuple(x.shape[2:])}: its explanation is one value spread over the "
-            "whole input and carries no location; choose an earlier layer with spatial extent",
-            UserWarning,
-            stacklevel=2,
+            "whole input and carries no location; choose an earlier layer with spatial extent"
         )
         return True
 
