@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gradcampp.images import PICTURE_FORMATS
 from gradcampp.out_folder import MANIFEST, add_to_manifest, foreign_names, read_manifest
 
 __all__ = [
@@ -189,13 +190,15 @@ def class_name(classes: Sequence[str] | None, index: int) -> str:
 
 
 def result_file_names(
-    name: str, methods: Sequence[str], labels: Sequence[str] | None, *, suffix: str
+    name: str, methods: Sequence[str], labels: Sequence[str] | None, *, pictures: str
 ) -> dict:
     """The files of one image: ``input``, ``json``, and per method its ``map`` and ``overlays``.
 
     ``labels``: the explained class names when each target has its own overlay (``--top-k``);
-    None for one overlay per method. ``suffix``: the pictures' (``".jpg"`` or ``".png"``).
+    None for one overlay per method. ``pictures``: their format, a key of
+    ``gradcampp.images.PICTURE_FORMATS`` (whose suffix they take: ``.jpg`` or ``.png``).
     """
+    suffix = PICTURE_FORMATS[pictures][0]
     files: dict[str, Any] = {"input": f"{name}.input{suffix}", "json": f"{name}.json"}
     for method in methods:
         files[method] = {

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from gradcampp._files import NotRegularFileError, read_regular, write_text
-from gradcampp.images import PICTURE_FORMATS
 from gradcampp.model_specs import LoadedModel
 from gradcampp.out_folder import RUN_FILE
 from gradcampp.outputs import class_name, result_file_names
@@ -195,7 +194,7 @@ def expected_files(name: str, settings: Settings, labels: Sequence[str]) -> dict
         name,
         settings.methods,
         labels if settings.top_k else None,
-        suffix=PICTURE_FORMATS[settings.pictures][0],
+        pictures=settings.pictures,
     )
     overlays = {
         m: (files[m]["overlays"] if settings.top_k else files[m]["overlays"][0])

@@ -40,7 +40,7 @@ import numpy as np
 
 from gradcampp._files import write_text
 from gradcampp.disagreement import disagreement
-from gradcampp.images import DEFAULT_PICTURES, PICTURE_FORMATS, save_picture
+from gradcampp.images import DEFAULT_PICTURES, save_picture
 from gradcampp.maps import DEFAULT_MAP_DTYPE, save_map
 from gradcampp.model_specs import LoadedModel
 from gradcampp.outputs import (
@@ -115,8 +115,7 @@ def write_image_results(
     """
     methods = list(found.maps)
     labels = [class_name(loaded.classes, int(c)) for c in found.explained]
-    suffix = PICTURE_FORMATS[pictures][0]
-    files = result_file_names(name, methods, labels if several else None, suffix=suffix)
+    files = result_file_names(name, methods, labels if several else None, pictures=pictures)
     every = (
         [files["input"], *(o for m in methods for o in files[m]["overlays"])] if overlays else []
     )
